@@ -1,0 +1,84 @@
+//! The `redirector` command: daemon, config check and operator CLI.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "redirector", version, about = "MySQL/MariaDB session redirector")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (logs to stderr, RUST_LOG filters; SIGTERM/SIGINT stop it).
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file; exit 0 if it is valid.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Load or unload the eBPF programs, pinned under a bpffs directory.
+    #[command(hide = true)]
+    Ebpf {
+        #[command(subcommand)]
+        action: EbpfAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum EbpfAction {
+    Load {
+        #[arg(long, default_value = "/sys/fs/bpf/redirector")]
+        pin: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Check { config } => check(&config),
+        Command::Ebpf {
+            action: EbpfAction::Load { pin },
+        } => redirector::datapath::ebpf::pin_programs(&pin)
+            .map(|()| println!("eBPF programs and maps pinned under {}", pin.display()))
+            .map_err(anyhow::Error::from),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = redirector::config::Config::load(path)?;
+    println!(
+        "{}: configuration is valid ({} servers)",
+        path.display(),
+        config.servers.len()
+    );
+    Ok(())
+}
+
+fn run(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = redirector::config::Config::load(path)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(redirector::run(config))
+}

@@ -1,0 +1,296 @@
+//! Sessions: what the daemon knows about each client connection, and the
+//! registry the admin surfaces and the mover read.
+//!
+//! The relay updates a session's live fields as the protocol state machine
+//! sees commands and responses; readers take a [`SessionSnapshot`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+/// What a session is doing right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// Logging in (client handshake or backend login).
+    Connecting,
+    /// No command in flight, the whole response read.
+    Idle,
+    /// A command is in flight or its response is being read.
+    Busy,
+    /// Being moved to another server.
+    Moving,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Connecting => "connecting",
+            SessionState::Idle => "idle",
+            SessionState::Busy => "busy",
+            SessionState::Moving => "moving",
+        }
+    }
+}
+
+/// Which data path carries a session's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatapathKind {
+    Userspace,
+    Ebpf,
+}
+
+impl DatapathKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatapathKind::Userspace => "userspace",
+            DatapathKind::Ebpf => "ebpf",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Live {
+    server: String,
+    state: SessionState,
+    in_transaction: bool,
+    /// Why the session cannot move right now, if it cannot.
+    not_movable: Option<String>,
+    moves: u32,
+    schema: Option<String>,
+    commands: u64,
+}
+
+/// One client session.
+#[derive(Debug)]
+pub struct Session {
+    pub id: u64,
+    pub user: String,
+    pub client_addr: SocketAddr,
+    pub datapath: DatapathKind,
+    pub started: SystemTime,
+    live: Mutex<Live>,
+}
+
+/// A copy of a session's fields at one moment (what SELECT * FROM sessions shows).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SessionSnapshot {
+    pub session_id: u64,
+    pub user: String,
+    pub client_address: String,
+    pub server_name: String,
+    pub state: SessionState,
+    pub in_transaction: bool,
+    pub movable: bool,
+    pub not_movable_reason: Option<String>,
+    pub moves: u32,
+    pub datapath: DatapathKind,
+    pub schema: Option<String>,
+    pub commands: u64,
+}
+
+impl Session {
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        // A panic while holding this lock cannot leave `Live` half-updated in a
+        // way that matters (plain field stores), so recover from poisoning.
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn server(&self) -> String {
+        self.live().server.clone()
+    }
+
+    pub fn set_server(&self, server: &str) {
+        self.live().server = server.to_string();
+    }
+
+    pub fn set_state(&self, state: SessionState) {
+        self.live().state = state;
+    }
+
+    /// Records what the protocol state machine says after a response or command.
+    pub fn observe(&self, state: SessionState, in_transaction: bool, not_movable: Option<String>) {
+        let mut l = self.live();
+        l.state = state;
+        l.in_transaction = in_transaction;
+        l.not_movable = not_movable;
+    }
+
+    pub fn count_command(&self) {
+        self.live().commands += 1;
+    }
+
+    pub fn set_schema(&self, schema: Option<String>) {
+        self.live().schema = schema;
+    }
+
+    pub fn record_move(&self, to: &str) {
+        let mut l = self.live();
+        l.server = to.to_string();
+        l.moves += 1;
+    }
+
+    pub fn snapshot(&self) -> SessionSnapshot {
+        let l = self.live();
+        let not_movable_reason = if l.in_transaction {
+            Some("open transaction".to_string())
+        } else {
+            l.not_movable.clone()
+        };
+        SessionSnapshot {
+            session_id: self.id,
+            user: self.user.clone(),
+            client_address: self.client_addr.to_string(),
+            server_name: l.server.clone(),
+            state: l.state,
+            in_transaction: l.in_transaction,
+            movable: not_movable_reason.is_none() && l.state != SessionState::Connecting,
+            not_movable_reason,
+            moves: l.moves,
+            datapath: self.datapath,
+            schema: l.schema.clone(),
+            commands: l.commands,
+        }
+    }
+}
+
+/// All live sessions, by id. Ids start at 1 and are never reused while the
+/// daemon runs, so an operator's `MOVE SESSION 12` cannot hit a newcomer.
+#[derive(Debug, Default)]
+pub struct SessionRegistry {
+    next_id: AtomicU64,
+    sessions: RwLock<BTreeMap<u64, Arc<Session>>>,
+}
+
+impl SessionRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Hands out the next session id (also used as the connection id the
+    /// client sees in the handshake).
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Registers a session; it is removed when the returned guard drops.
+    pub fn register(
+        self: &Arc<Self>,
+        id: u64,
+        user: &str,
+        client_addr: SocketAddr,
+        server: &str,
+        datapath: DatapathKind,
+    ) -> SessionGuard {
+        let session = Arc::new(Session {
+            id,
+            user: user.to_string(),
+            client_addr,
+            datapath,
+            started: SystemTime::now(),
+            live: Mutex::new(Live {
+                server: server.to_string(),
+                state: SessionState::Idle,
+                in_transaction: false,
+                not_movable: None,
+                moves: 0,
+                schema: None,
+                commands: 0,
+            }),
+        });
+        self.write().insert(id, session.clone());
+        SessionGuard {
+            registry: self.clone(),
+            session,
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u64, Arc<Session>>> {
+        self.sessions.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Arc<Session>>> {
+        self.sessions.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Session>> {
+        self.read().get(&id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    /// Snapshots of all sessions, ordered by id.
+    pub fn snapshot(&self) -> Vec<SessionSnapshot> {
+        self.read().values().map(|s| s.snapshot()).collect()
+    }
+
+    /// Number of sessions per server name.
+    pub fn count_by_server(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for s in self.read().values() {
+            *m.entry(s.server()).or_insert(0) += 1;
+        }
+        m
+    }
+}
+
+/// Keeps a session registered for as long as it lives.
+#[derive(Debug)]
+pub struct SessionGuard {
+    registry: Arc<SessionRegistry>,
+    session: Arc<Session>,
+}
+
+impl SessionGuard {
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.registry.write().remove(&self.session.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_snapshot_and_remove_on_drop() {
+        let reg = Arc::new(SessionRegistry::new());
+        let addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let id1 = reg.next_id();
+        let id2 = reg.next_id();
+        assert_eq!((id1, id2), (1, 2));
+        let g1 = reg.register(id1, "app", addr, "db1", DatapathKind::Userspace);
+        let g2 = reg.register(id2, "app", addr, "db2", DatapathKind::Ebpf);
+        g2.session().observe(SessionState::Idle, true, None);
+        let snap = reg.snapshot();
+        assert_eq!(snap.len(), 2);
+        assert_eq!(snap[0].client_address, "127.0.0.1:40000");
+        assert!(snap[0].movable);
+        assert!(!snap[1].movable);
+        assert_eq!(snap[1].not_movable_reason.as_deref(), Some("open transaction"));
+        assert_eq!(reg.count_by_server().get("db2"), Some(&1));
+        g1.session().record_move("db2");
+        assert_eq!(reg.count_by_server().get("db2"), Some(&2));
+        assert_eq!(reg.get(id1).map(|s| s.snapshot().moves), Some(1));
+        drop(g1);
+        assert!(reg.get(id1).is_none());
+        drop(g2);
+        assert!(reg.is_empty());
+    }
+}

@@ -1,0 +1,168 @@
+//! `cargo xtask …`: set-up, build, load and test helpers for redirector.
+//!
+//! Everything a fresh Debian bookworm machine needs is installed by `setup`,
+//! and every other subcommand that needs it runs `setup` first, so the
+//! README's two commands work on a bare machine.
+
+mod demo;
+mod setup;
+mod util;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use util::{cmd, project_root, run};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "redirector development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install every prerequisite (Debian packages, nightly rust-src, bpf-linker). Idempotent.
+    Setup,
+    /// Build the eBPF object and the daemon (release).
+    Build,
+    /// Load the eBPF programs and pin them under /sys/fs/bpf/redirector/.
+    Load,
+    /// Remove the pinned programs and maps.
+    Unload,
+    /// Build, then run `redirector ARGS` (as root).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Start local MariaDB backends and the redirector in front of them; Ctrl-C stops all.
+    Demo,
+    /// The whole test suite (what .ci/run calls): setup, build, lint, tests.
+    Test {
+        /// Extra arguments passed to `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Benchmark: sysbench direct vs HAProxy vs redirector userspace vs eBPF.
+    Bench,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Setup => setup::setup(),
+        Command::Build => {
+            setup::setup()?;
+            build()
+        }
+        Command::Load => {
+            build()?;
+            run(cmd(redirector_bin()).args(["ebpf", "load", "--pin", PIN_DIR]))
+        }
+        Command::Unload => unload(),
+        Command::Run { args } => {
+            build()?;
+            run(cmd(redirector_bin()).args(args))
+        }
+        Command::Demo => {
+            setup::setup()?;
+            build()?;
+            demo::demo(&redirector_bin())
+        }
+        Command::Test { args } => {
+            setup::setup()?;
+            build()?;
+            test(&args)
+        }
+        Command::Bench => bail!(
+            "`cargo xtask bench` is not implemented yet: it arrives with the eBPF data path (issue #4)"
+        ),
+    }
+}
+
+const PIN_DIR: &str = "/sys/fs/bpf/redirector";
+
+fn ebpf_object() -> PathBuf {
+    project_root().join("target/bpfel-unknown-none/release/redirector-ebpf")
+}
+
+fn redirector_bin() -> PathBuf {
+    project_root().join("target/release/redirector")
+}
+
+/// Builds the eBPF object with nightly (build-std=core) and then the daemon,
+/// which embeds that object.
+fn build() -> Result<()> {
+    let root = project_root();
+    util::step("building eBPF programs (nightly, bpfel-unknown-none)");
+    let mut ebpf = util::clean_cargo("nightly");
+    ebpf.current_dir(&root).args([
+        "build",
+        "-Z",
+        "build-std=core",
+        "--target",
+        "bpfel-unknown-none",
+        "--release",
+        "-p",
+        "redirector-ebpf",
+        "--bin",
+        "redirector-ebpf",
+    ]);
+    run(&mut ebpf).context("building the eBPF object failed (is `cargo xtask setup` done?)")?;
+    util::step("building the daemon (release)");
+    let mut daemon = util::clean_cargo("stable");
+    daemon
+        .current_dir(&root)
+        .env("REDIRECTOR_EBPF_OBJECT", ebpf_object())
+        .args(["build", "--release", "-p", "redirector", "--bins"]);
+    run(&mut daemon)
+}
+
+fn unload() -> Result<()> {
+    let dir = PathBuf::from(PIN_DIR);
+    if !dir.exists() {
+        println!("nothing pinned under {PIN_DIR}");
+        return Ok(());
+    }
+    // Unpinning is removing the bpffs files; the kernel frees each object
+    // once nothing else holds it.
+    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {PIN_DIR}"))?;
+    println!("removed {PIN_DIR}");
+    Ok(())
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    let root = project_root();
+    util::step("cargo fmt --check");
+    run(util::clean_cargo("stable")
+        .current_dir(&root)
+        .args(["fmt", "--all", "--", "--check"]))?;
+    util::step("cargo clippy --all-targets -- -D warnings");
+    run(util::clean_cargo("stable").current_dir(&root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    util::step("cargo test (integration tests need root and start real MariaDB servers)");
+    let mut t = util::clean_cargo("stable");
+    t.current_dir(&root)
+        .env("REDIRECTOR_EBPF_OBJECT", ebpf_object())
+        .env("REDIRECTOR_BIN", redirector_bin())
+        .args(["test", "--workspace", "--release"]);
+    if !extra.is_empty() {
+        t.arg("--").args(extra);
+    }
+    let result = run(&mut t);
+    // Every test bed stops its servers on drop, also when a test panics;
+    // a leftover server is a bug in the suite.
+    let left = redirector_tests::leftover_mariadbd();
+    if !left.is_empty() {
+        bail!("mariadbd processes left behind by the tests: {left:?}");
+    }
+    result
+}
