@@ -203,11 +203,18 @@ mod tests {
     #[test]
     fn add_remove() {
         let bs = Backends::new([Backend::new("db1", "127.0.0.1:1".parse().unwrap(), 1)]);
-        assert!(bs.add(Backend::new("db1", "127.0.0.1:2".parse().unwrap(), 1)).is_err());
-        assert!(bs.add(Backend::new("db2", "127.0.0.1:2".parse().unwrap(), 1)).is_ok());
+        assert!(bs
+            .add(Backend::new("db1", "127.0.0.1:2".parse().unwrap(), 1))
+            .is_err());
+        assert!(bs
+            .add(Backend::new("db2", "127.0.0.1:2".parse().unwrap(), 1))
+            .is_ok());
         assert_eq!(bs.all().len(), 2);
         assert!(bs.remove("db3").is_err());
-        assert_eq!(bs.remove("db1").map(|b| b.name.clone()).ok(), Some("db1".into()));
+        assert_eq!(
+            bs.remove("db1").map(|b| b.name.clone()).ok(),
+            Some("db1".into())
+        );
         assert!(bs.get("db1").is_err());
     }
 

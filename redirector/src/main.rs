@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "redirector", version, about = "MySQL/MariaDB session redirector")]
+#[command(
+    name = "redirector",
+    version,
+    about = "MySQL/MariaDB session redirector"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

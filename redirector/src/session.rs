@@ -56,6 +56,7 @@ impl DatapathKind {
 
 #[derive(Debug, Clone)]
 struct Live {
+    user: String,
     server: String,
     state: SessionState,
     in_transaction: bool,
@@ -70,7 +71,6 @@ struct Live {
 #[derive(Debug)]
 pub struct Session {
     pub id: u64,
-    pub user: String,
     pub client_addr: SocketAddr,
     pub datapath: DatapathKind,
     pub started: SystemTime,
@@ -99,6 +99,15 @@ impl Session {
         // A panic while holding this lock cannot leave `Live` half-updated in a
         // way that matters (plain field stores), so recover from poisoning.
         self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn user(&self) -> String {
+        self.live().user.clone()
+    }
+
+    /// After a successful COM_CHANGE_USER.
+    pub fn set_user(&self, user: &str) {
+        self.live().user = user.to_string();
     }
 
     pub fn server(&self) -> String {
@@ -144,7 +153,7 @@ impl Session {
         };
         SessionSnapshot {
             session_id: self.id,
-            user: self.user.clone(),
+            user: l.user.clone(),
             client_address: self.client_addr.to_string(),
             server_name: l.server.clone(),
             state: l.state,
@@ -189,11 +198,11 @@ impl SessionRegistry {
     ) -> SessionGuard {
         let session = Arc::new(Session {
             id,
-            user: user.to_string(),
             client_addr,
             datapath,
             started: SystemTime::now(),
             live: Mutex::new(Live {
+                user: user.to_string(),
                 server: server.to_string(),
                 state: SessionState::Idle,
                 in_transaction: false,
@@ -283,7 +292,10 @@ mod tests {
         assert_eq!(snap[0].client_address, "127.0.0.1:40000");
         assert!(snap[0].movable);
         assert!(!snap[1].movable);
-        assert_eq!(snap[1].not_movable_reason.as_deref(), Some("open transaction"));
+        assert_eq!(
+            snap[1].not_movable_reason.as_deref(),
+            Some("open transaction")
+        );
         assert_eq!(reg.count_by_server().get("db2"), Some(&1));
         g1.session().record_move("db2");
         assert_eq!(reg.count_by_server().get("db2"), Some(&2));

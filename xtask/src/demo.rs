@@ -49,8 +49,8 @@ service_password = "{svcpw}"
 name = "{app}"
 password = "{apppw}"
 "#,
-        svc = redirector_tests::SERVICE_USER,
-        svcpw = redirector_tests::SERVICE_PASSWORD,
+        svc = redirector_tests::SVC_USER,
+        svcpw = redirector_tests::SVC_PASSWORD,
         app = redirector_tests::APP_USER,
         apppw = redirector_tests::APP_PASSWORD,
     );
@@ -63,7 +63,10 @@ password = "{apppw}"
     }
     std::fs::File::create(&config_path)?.write_all(config.as_bytes())?;
 
-    println!("==> starting the redirector (config: {})", config_path.display());
+    println!(
+        "==> starting the redirector (config: {})",
+        config_path.display()
+    );
     let mut child = Command::new(redirector)
         .args(["run", "--config"])
         .arg(&config_path)

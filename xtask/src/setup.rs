@@ -62,7 +62,10 @@ fn apt_packages() -> Result<()> {
             missing.join(" ")
         );
     }
-    step(&format!("installing Debian packages: {}", missing.join(" ")));
+    step(&format!(
+        "installing Debian packages: {}",
+        missing.join(" ")
+    ));
     run(cmd("apt-get").arg("update").arg("-q")).context("apt-get update failed")?;
     // Keep the distribution's own MariaDB/HAProxy services from starting on
     // install: the tests start their own servers on free ports.
@@ -110,7 +113,9 @@ fn nightly_rust_src() -> Result<()> {
         "nightly",
         "--installed",
     ]))
-    .context("`rustup component list --toolchain nightly` failed: is the nightly toolchain installed?")?;
+    .context(
+        "`rustup component list --toolchain nightly` failed: is the nightly toolchain installed?",
+    )?;
     if installed.lines().any(|l| l.trim().starts_with("rust-src")) {
         println!("==> nightly rust-src: present");
         return Ok(());
@@ -125,7 +130,10 @@ fn bpf_linker() -> Result<()> {
             println!("==> bpf-linker {BPF_LINKER_VERSION}: present");
             return Ok(());
         }
-        println!("==> bpf-linker present but not {BPF_LINKER_VERSION} ({}); reinstalling", v.trim());
+        println!(
+            "==> bpf-linker present but not {BPF_LINKER_VERSION} ({}); reinstalling",
+            v.trim()
+        );
     }
     step(&format!(
         "building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (takes a few minutes)"

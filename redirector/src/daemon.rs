@@ -1,0 +1,160 @@
+//! The daemon: binds the listener, runs health checks and serves each
+//! client session until SIGTERM/SIGINT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::accounts::AccountStore;
+use crate::backend::{self, Backend, Backends};
+use crate::config::Config;
+use crate::policy::Placement;
+use crate::proxy::{self, GreetingTemplate, Shared};
+use crate::session::SessionRegistry;
+
+/// How often servers are probed.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a graceful stop waits for sessions to end on their own.
+const DRAIN_ON_STOP: Duration = Duration::from_secs(5);
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen.address)
+        .await
+        .with_context(|| format!("binding the listener on {}", config.listen.address))?;
+    let shared = build_shared(config)?;
+    serve(listener, shared, shutdown_signal()).await
+}
+
+/// Builds the shared state from a validated configuration.
+pub fn build_shared(config: Config) -> anyhow::Result<Arc<Shared>> {
+    let backends = Arc::new(Backends::new(
+        config
+            .servers
+            .iter()
+            .map(|s| Backend::new(&s.name, s.address, s.weight)),
+    ));
+    let placement = Placement::from_document(&config.policy)?;
+    let accounts = AccountStore::from_config(&config)?;
+    let tls = match &config.tls {
+        Some(t) => Some(crate::tls::acceptor(&t.cert, &t.key)?),
+        None => None,
+    };
+    let slots = Arc::new(Semaphore::new(config.listen.max_connections as usize));
+    Ok(Arc::new(Shared {
+        backends,
+        sessions: Arc::new(SessionRegistry::new()),
+        accounts,
+        placement: std::sync::RwLock::new(placement),
+        tls,
+        slots,
+        config,
+        greeting: std::sync::RwLock::new(GreetingTemplate::default()),
+    }))
+}
+
+/// Accepts clients on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, servers = shared.backends.all().len(), "redirector listening");
+    learn_greeting(&shared).await;
+    if let Err(e) = shared.accounts.reload(&addresses(&shared)).await {
+        tracing::warn!(error = %e, "could not load accounts from the backends (will retry on demand)");
+    }
+    let health = tokio::spawn(backend::health_loop(
+        shared.backends.clone(),
+        HEALTH_INTERVAL,
+    ));
+    let mut tasks = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: keep serving the sessions we
+                        // have, retry shortly.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let shared = shared.clone();
+                tasks.spawn(async move { proxy::serve_client(shared, stream, peer).await });
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        sessions = shared.sessions.len(),
+        "stopping: no new connections; waiting for sessions to end"
+    );
+    let deadline = tokio::time::sleep(DRAIN_ON_STOP);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => break,
+            next = tasks.join_next() => if next.is_none() { break },
+        }
+    }
+    if !tasks.is_empty() {
+        tracing::info!(sessions = tasks.len(), "closing remaining sessions");
+        tasks.shutdown().await;
+    }
+    health.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            tracing::warn!("could not install signal handlers; Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn addresses(shared: &Shared) -> Vec<std::net::SocketAddr> {
+    shared.backends.all().iter().map(|b| b.address).collect()
+}
+
+/// Presents the backends' version and capabilities in our greeting from the
+/// first client on (later logins refresh it).
+async fn learn_greeting(shared: &Shared) {
+    for b in shared.backends.all() {
+        let attempt = async {
+            let stream = tokio::net::TcpStream::connect(b.address).await.ok()?;
+            let mut io = proxy::PacketIo::new(stream);
+            let p = io.read(1 << 16).await.ok()?;
+            crate::protocol::InitialHandshake::parse(&p.payload).ok()
+        };
+        if let Ok(Some(g)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            tracing::info!(server = %b.name, version = %g.server_version, "backend greeting");
+            *shared.greeting.write().unwrap_or_else(|e| e.into_inner()) =
+                GreetingTemplate::from_backend(&g);
+            return;
+        }
+    }
+    tracing::warn!("no backend reachable at start; greeting with defaults");
+}

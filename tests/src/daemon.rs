@@ -1,0 +1,172 @@
+//! Runs the real `redirector` binary for integration tests.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::MariaDb;
+
+/// The daemon binary: `$REDIRECTOR_BIN` (set by `cargo xtask test`), else
+/// `target/release/redirector`, else `target/debug/redirector`.
+///
+/// Tests cannot build it themselves: `cargo test` holds the build lock.
+pub fn redirector_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("REDIRECTOR_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    for profile in ["release", "debug"] {
+        let p = root.join("target").join(profile).join("redirector");
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!("redirector binary not found: run `cargo xtask build` (or `cargo build --release -p redirector`) first, or set REDIRECTOR_BIN")
+}
+
+/// A free loopback port (bound and released; good enough on a test machine).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The `[[servers]]` entries for a set of test-bed servers.
+pub fn servers_toml(servers: &[&MariaDb]) -> String {
+    servers
+        .iter()
+        .map(|s| {
+            format!(
+                "[[servers]]\nname = \"{}\"\naddress = \"{}\"\nweight = 10\n\n",
+                s.name,
+                s.addr()
+            )
+        })
+        .collect()
+}
+
+/// A running daemon, killed on drop.
+pub struct Redirector {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Redirector {
+    /// Starts the daemon with `body` as the configuration, with `[listen]`
+    /// added (a free port) unless `body` has one; in a `[listen]` of its
+    /// own, `{listen}` stands for the free address. Waits until it accepts.
+    pub fn start(body: &str) -> Result<Self> {
+        let port = free_port()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let mut config = String::new();
+        if !body.contains("[listen]") {
+            config.push_str(&format!("[listen]\naddress = \"{addr}\"\n\n"));
+        }
+        config.push_str(&body.replace("{listen}", &addr.to_string()));
+        let dir =
+            std::env::temp_dir().join(format!("redirector-test-{}-{}", std::process::id(), port));
+        std::fs::create_dir_all(&dir)?;
+        let config_path = dir.join("redirector.toml");
+        std::fs::write(&config_path, &config)?;
+        let log = dir.join("redirector.log");
+        let child = Command::new(redirector_bin()?)
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env(
+                "RUST_LOG",
+                std::env::var("REDIRECTOR_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("starting redirector")?;
+        let mut r = Redirector {
+            child,
+            addr,
+            dir,
+            log,
+        };
+        r.wait_listening(Duration::from_secs(20))?;
+        Ok(r)
+    }
+
+    fn wait_listening(&mut self, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "redirector exited ({status}) before listening:\n{}",
+                    self.log()
+                );
+            }
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "redirector did not listen on {} within {timeout:?}:\n{}",
+                    self.addr,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The daemon's log so far (stderr).
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Is the process still running?
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM and wait (graceful stop); returns the exit status.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                let _ = self.child.kill();
+                bail!("redirector did not stop within 15 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `mysql://user:pass@addr/db` for mysql_async.
+    pub fn url(&self, user: &str, password: &str, db: &str) -> String {
+        format!("mysql://{user}:{password}@{}/{db}", self.addr)
+    }
+}
+
+impl Drop for Redirector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- redirector log ({}) ----\n{}", self.addr, self.log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
