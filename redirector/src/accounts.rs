@@ -139,6 +139,7 @@ async fn load_from(
         .tcp_port(addr.port())
         .user(Some(svc.user.clone()))
         .pass(Some(svc.password.clone()))
+        .prefer_socket(false)
         .conn_ttl(Some(Duration::from_secs(5)));
     let mut conn = mysql_async::Conn::new(opts).await.map_err(err)?;
     // Host patterns are not evaluated: a user name maps to one hash. When an

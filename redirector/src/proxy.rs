@@ -524,6 +524,7 @@ pub fn placement_order(shared: &Shared) -> Vec<Arc<Backend>> {
             eligible: b.accepts_new_sessions(),
         })
         .collect();
+    tracing::debug!(?counts, "placement");
     let placement = shared.placement.read().unwrap_or_else(|e| e.into_inner());
     placement
         .order(&candidates)

@@ -36,6 +36,9 @@ fn opts(r: &Redirector, user: &str, pw: &str) -> mysql_async::OptsBuilder {
         .user(Some(user))
         .pass(Some(pw))
         .db_name(Some(TEST_DB))
+        // mysql_async would otherwise reconnect over the backend's unix
+        // socket (from @@socket) and bypass the redirector.
+        .prefer_socket(false)
 }
 
 async fn app_conn(r: &Redirector) -> mysql_async::Conn {
@@ -571,10 +574,11 @@ fn sysbench(r: &Redirector, bed: &TestBed, ps_mode: &str) -> Result<()> {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Fatal errors abort sysbench (non-zero exit); ignored ones are counted.
     let errors = stdout
         .lines()
-        .find(|l| l.trim_start().starts_with("errors:"))
-        .and_then(|l| l.split_whitespace().nth(1))
+        .find(|l| l.trim_start().starts_with("ignored errors:"))
+        .and_then(|l| l.split_whitespace().nth(2))
         .and_then(|n| n.parse::<u64>().ok());
     let tx = stdout
         .lines()

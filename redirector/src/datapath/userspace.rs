@@ -91,6 +91,7 @@ pub async fn relay(
             n = cr.read_buf(&mut cbuf), if client_readable => {
                 let n = n.map_err(RelayError::Client)?;
                 if n == 0 {
+                    tracing::debug!(quit = r.proto.tracker.quit_sent(), "client closed");
                     // The client left (COM_QUIT or not): the backend
                     // connection goes with it.
                     let _ = bw.shutdown().await;
@@ -101,6 +102,7 @@ pub async fn relay(
             n = br.read_buf(&mut sbuf), if to_client.is_empty() => {
                 let n = n.map_err(RelayError::Backend)?;
                 if n == 0 {
+                    tracing::debug!(quit = r.proto.tracker.quit_sent(), "backend closed");
                     if r.proto.tracker.quit_sent() {
                         return Ok(());
                     }
