@@ -91,6 +91,29 @@ impl AccountStore {
         self.get(user)
     }
 
+    /// After a failed password check on a loaded account: the password may
+    /// have changed on the backends since the last load. Reloads (rate-
+    /// limited) and returns the hash now known, if it differs.
+    pub async fn refresh(
+        &self,
+        user: &str,
+        servers: &[std::net::SocketAddr],
+    ) -> Option<StoredHash> {
+        if self.configured.contains_key(user) || self.service.is_none() {
+            return None;
+        }
+        let before = self.get(user);
+        if !self.reload_allowed() {
+            return None;
+        }
+        if let Err(e) = self.reload(servers).await {
+            tracing::warn!(error = %e, "could not reload accounts");
+            return None;
+        }
+        let after = self.get(user);
+        (after != before).then_some(after).flatten()
+    }
+
     fn reload_allowed(&self) -> bool {
         let mut last = self.last_reload.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
@@ -143,7 +166,9 @@ async fn load_from(
         .conn_ttl(Some(Duration::from_secs(5)));
     let mut conn = mysql_async::Conn::new(opts).await.map_err(err)?;
     // Host patterns are not evaluated: a user name maps to one hash. When an
-    // account exists for several hosts, '%' wins, then the first seen.
+    // account exists for several hosts, '%' wins, then the first seen. The
+    // backend still checks its own host rules (against our address) when we
+    // log in there as that user.
     let rows: Vec<(String, String, String, String)> = conn
         .query(
             "SELECT User, Host, plugin, authentication_string FROM mysql.user \
@@ -153,11 +178,17 @@ async fn load_from(
         .map_err(err)?;
     let _ = conn.disconnect().await;
     let mut out = HashMap::new();
-    for (user, _host, _plugin, auth) in rows {
+    for (user, host, _plugin, auth) in rows {
         if user.is_empty() || out.contains_key(&user) {
             continue;
         }
         let hash = if auth.is_empty() {
+            // A password-less account tied to a host (root@localhost on a
+            // fresh install) must not become a password-less login for
+            // every client of the redirector.
+            if host != "%" {
+                continue;
+            }
             None
         } else {
             match parse_native_hash(&auth) {

@@ -22,6 +22,7 @@ const DRAIN_ON_STOP: Duration = Duration::from_secs(5);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    check_datapath(&config)?;
     let listener = TcpListener::bind(config.listen.address)
         .await
         .with_context(|| format!("binding the listener on {}", config.listen.address))?;
@@ -44,9 +45,18 @@ pub fn build_shared(config: Config) -> anyhow::Result<Arc<Shared>> {
         None => None,
     };
     let slots = Arc::new(Semaphore::new(config.listen.max_connections as usize));
+    let sessions = Arc::new(SessionRegistry::new());
+    // The kernel session path is not wired in yet: sessions use userspace.
+    let metrics = Arc::new(crate::metrics::Metrics::new(
+        sessions.clone(),
+        backends.clone(),
+        crate::session::DatapathKind::Userspace,
+    ));
     Ok(Arc::new(Shared {
         backends,
-        sessions: Arc::new(SessionRegistry::new()),
+        sessions,
+        metrics,
+        policy: std::sync::RwLock::new(config.policy.clone()),
         accounts,
         placement: std::sync::RwLock::new(placement),
         tls,
@@ -64,6 +74,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(address = %local, servers = shared.backends.all().len(), "redirector listening");
+    let _admin_http = crate::admin::http::start(shared.clone()).await?;
     learn_greeting(&shared).await;
     if let Err(e) = shared.accounts.reload(&addresses(&shared)).await {
         tracing::warn!(error = %e, "could not load accounts from the backends (will retry on demand)");
@@ -157,4 +168,32 @@ async fn learn_greeting(shared: &Shared) {
         }
     }
     tracing::warn!("no backend reachable at start; greeting with defaults");
+}
+
+/// Reports which data path sessions use. The kernel session path (sockets
+/// steered by eBPF after login) is not wired in yet, so sessions use the
+/// userspace relay; an explicit `mode = "ebpf"` is refused rather than
+/// silently degraded.
+fn check_datapath(config: &Config) -> anyhow::Result<()> {
+    use crate::config::DatapathMode;
+    match config.datapath.mode {
+        DatapathMode::Userspace => {
+            tracing::info!(mode = "userspace", "datapath");
+            Ok(())
+        }
+        DatapathMode::Auto => {
+            match crate::datapath::ebpf::EbpfDatapath::load(config.datapath.ebpf_object.as_deref()) {
+                Ok(_) => tracing::info!(
+                    mode = "userspace",
+                    "eBPF programs load, but the kernel session path is not available in this version; sessions use the userspace relay"
+                ),
+                Err(e) => tracing::info!(mode = "userspace", reason = %e, "eBPF unavailable; sessions use the userspace relay"),
+            }
+            Ok(())
+        }
+        DatapathMode::Ebpf => anyhow::bail!(
+            "{}: datapath.mode = \"ebpf\" is not available in this version (the kernel session path is not implemented yet); use \"auto\" or \"userspace\"",
+            config.file.display()
+        ),
+    }
 }

@@ -9,15 +9,26 @@
 //! - [`datapath`]: moving bytes between client and backend (eBPF or userspace).
 //! - [`proxy`]: the listener tying them together.
 
+#[cfg(feature = "daemon")]
 pub mod accounts;
+#[cfg(feature = "daemon")]
+pub mod admin;
+#[cfg(feature = "daemon")]
 pub mod backend;
 pub mod config;
+#[cfg(feature = "daemon")]
 pub mod daemon;
+#[cfg(feature = "daemon")]
 pub mod datapath;
+#[cfg(feature = "daemon")]
+pub mod metrics;
 pub mod policy;
 pub mod protocol;
+#[cfg(feature = "daemon")]
 pub mod proxy;
 pub mod session;
+#[cfg(feature = "daemon")]
 pub mod tls;
 
+#[cfg(feature = "daemon")]
 pub use daemon::run;

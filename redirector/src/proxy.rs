@@ -47,6 +47,10 @@ pub struct Shared {
     /// Version string and capabilities of the backends, learnt from their
     /// greetings, presented to clients.
     pub greeting: RwLock<GreetingTemplate>,
+    /// Prometheus metrics; the relay and the mover update them.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The placement policy document in effect (`GET|PUT /v1/policy`).
+    pub policy: RwLock<crate::config::PolicyDocument>,
 }
 
 /// What our greeting advertises.
@@ -95,6 +99,19 @@ pub enum SessionError {
     Tls(std::io::Error),
     #[error("refused: {0}")]
     Refused(String),
+}
+
+impl SessionError {
+    /// The `errors_total{kind}` label for this failure.
+    pub fn metric_kind(&self) -> &'static str {
+        use crate::metrics::error_kind;
+        match self {
+            SessionError::Tls(_) => error_kind::TLS,
+            SessionError::Refused(_) => error_kind::BACKEND_LOGIN,
+            SessionError::Protocol(_) => error_kind::PROTOCOL,
+            SessionError::Io(_) | SessionError::ClientClosed => error_kind::CLIENT_HANDSHAKE,
+        }
+    }
 }
 
 /// The client's socket, plain or TLS.
@@ -230,9 +247,13 @@ pub async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
         Ok(Ok(e)) => e,
         Ok(Err(e)) => {
             tracing::info!(parent: &span, error = %e, "connection phase failed");
+            shared.metrics.error(e.metric_kind());
             return;
         }
         Err(_) => {
+            shared
+                .metrics
+                .error(crate::metrics::error_kind::CLIENT_HANDSHAKE);
             tracing::info!(parent: &span, ?timeout, "client did not finish the handshake in time");
             return;
         }
@@ -256,7 +277,10 @@ pub async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     .await;
     match result {
         Ok(()) => tracing::info!(parent: &span, "session closed"),
-        Err(e) => tracing::info!(parent: &span, error = %e, "session ended"),
+        Err(e) => {
+            tracing::info!(parent: &span, error = %e, "session ended");
+            shared.metrics.error(crate::metrics::error_kind::RELAY_IO);
+        }
     }
     drop(guard);
     drop(permit);
@@ -366,14 +390,22 @@ async fn connect(
     }
 
     let servers: Vec<SocketAddr> = shared.backends.all().iter().map(|b| b.address).collect();
-    let sha1_password = match shared.accounts.lookup(&user, &servers).await {
+    let check = |stored: Option<crate::accounts::StoredHash>| match stored {
         None => None,
         Some(None) if auth_response.is_empty() => Some(None),
         Some(None) => None,
         Some(Some(stored)) => recover_sha1_password(&auth_response, &scramble, &stored).map(Some),
     };
+    let mut sha1_password = check(shared.accounts.lookup(&user, &servers).await);
+    if sha1_password.is_none() {
+        // The password may have changed on the backends since we loaded it.
+        if let Some(fresh) = shared.accounts.refresh(&user, &servers).await {
+            sha1_password = check(Some(fresh));
+        }
+    }
     let Some(sha1_password) = sha1_password else {
         tracing::info!(user = %user, client = %peer, "access denied");
+        shared.metrics.auth_failure();
         io.fail(
             seq,
             &ErrPacket::access_denied(&user, &host, !auth_response.is_empty()),
@@ -441,6 +473,7 @@ async fn connect(
                     .map(|ok| ok.status)
                     .unwrap_or(0);
                 io.write(seq, &ok_payload).await?;
+                shared.metrics.session_accepted();
                 let tracker =
                     redirector_ebpf::mysql::Session::new(u64::from(caps & !CLIENT_SSL), status);
                 guard.session().set_schema(response.database.clone());

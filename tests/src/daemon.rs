@@ -36,6 +36,15 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// An `[admin]` section on free loopback ports.
+pub fn admin_toml() -> Result<String> {
+    Ok(format!(
+        "[admin]\nsql_address = \"127.0.0.1:{}\"\nhttp_address = \"127.0.0.1:{}\"\n\n",
+        free_port()?,
+        free_port()?
+    ))
+}
+
 /// The `[[servers]]` entries for a set of test-bed servers.
 pub fn servers_toml(servers: &[&MariaDb]) -> String {
     servers
@@ -68,6 +77,10 @@ impl Redirector {
         let mut config = String::new();
         if !body.contains("[listen]") {
             config.push_str(&format!("[listen]\naddress = \"{addr}\"\n\n"));
+        }
+        // Tests run in parallel: never the default admin ports.
+        if !body.contains("[admin]") {
+            config.push_str(&admin_toml()?);
         }
         config.push_str(&body.replace("{listen}", &addr.to_string()));
         let dir =

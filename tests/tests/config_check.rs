@@ -283,3 +283,99 @@ fn policy_naming_unknown_server_is_rejected() {
         "policy.inline: policy clusterId \"db7\"",
     );
 }
+
+/// The fenced blocks of a Markdown document preceded by an HTML comment
+/// marker line: `(marker text, info string, body)`.
+fn marked_blocks(doc: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        let Some(marker) = line
+            .trim()
+            .strip_prefix("<!--")
+            .and_then(|m| m.strip_suffix("-->"))
+        else {
+            continue;
+        };
+        let Some(fence) = lines.by_ref().find(|l| !l.trim().is_empty()) else {
+            break;
+        };
+        let Some(info) = fence.trim().strip_prefix("```") else {
+            panic!("marker <!--{marker}--> is not followed by a fenced block");
+        };
+        let body: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+        out.push((
+            marker.trim().to_owned(),
+            info.trim().to_owned(),
+            body.join("\n") + "\n",
+        ));
+    }
+    out
+}
+
+/// docs/configuration.md: every ```toml block marked `<!-- tested -->` is a
+/// valid configuration for `redirector check`, with the files it references
+/// present: the blocks marked `<!-- file: NAME -->` (the policy.json) and a
+/// real self-signed TLS pair under tls/.
+#[test]
+fn configuration_doc_examples_are_valid() {
+    let doc = std::fs::read_to_string(workspace_root().join("docs/configuration.md"))
+        .expect("read docs/configuration.md");
+    let blocks = marked_blocks(&doc);
+    let dir = TempDir::new();
+    for (marker, _, body) in &blocks {
+        if let Some(name) = marker.strip_prefix("file:") {
+            std::fs::write(dir.0.join(name.trim()), body).expect("write doc file");
+        }
+    }
+    let tls = dir.0.join("tls");
+    std::fs::create_dir_all(&tls).expect("create tls dir");
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .expect("generate a self-signed certificate");
+    std::fs::write(tls.join("cert.pem"), pair.cert.pem()).expect("write cert");
+    std::fs::write(tls.join("key.pem"), pair.key_pair.serialize_pem()).expect("write key");
+
+    let tested: Vec<&String> = blocks
+        .iter()
+        .filter(|(marker, _, _)| marker == "tested")
+        .map(|(_, info, body)| {
+            assert_eq!(info, "toml", "a tested block must be ```toml");
+            body
+        })
+        .collect();
+    assert!(
+        tested.len() >= 3,
+        "expected the complete, minimal and service-user examples, found {} tested blocks",
+        tested.len()
+    );
+    assert!(
+        tested
+            .iter()
+            .any(|b| b.contains("[tls]") && b.contains("file = \"policy.json\"")),
+        "the complete example (with [tls] and a policy file) is not marked tested"
+    );
+    for (i, body) in tested.iter().enumerate() {
+        let path = dir.0.join(format!("example-{i}.toml"));
+        std::fs::write(&path, body).expect("write example");
+        let out = check_file(&path);
+        assert!(
+            out.status.success(),
+            "docs/configuration.md tested block #{i} is rejected: {}\n{body}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("configuration is valid"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // The check is not vacuous: the complete example fails without its policy file.
+    std::fs::remove_file(dir.0.join("policy.json")).expect("remove policy.json");
+    let complete = tested
+        .iter()
+        .position(|b| b.contains("[tls]"))
+        .expect("complete example");
+    let out = check_file(&dir.0.join(format!("example-{complete}.toml")));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read policy file"));
+}

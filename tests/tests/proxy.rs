@@ -233,12 +233,8 @@ async fn auth_accounts_from_config_hash_and_backends() -> Result<()> {
     }
     // Wrong password and unknown user: 1045, worded like MariaDB.
     for (u, p) in [(APP_USER, "nope"), ("nobody", "x")] {
-        let err = mysql_async::Conn::new(opts(&r, u, p))
-            .await
-            .err()
-            .expect("login must fail");
-        match err {
-            mysql_async::Error::Server(e) => {
+        match mysql_async::Conn::new(opts(&r, u, p)).await {
+            Err(mysql_async::Error::Server(e)) => {
                 assert_eq!(e.code, 1045, "{e:?}");
                 assert_eq!(e.state, "28000");
                 assert!(
@@ -253,7 +249,8 @@ async fn auth_accounts_from_config_hash_and_backends() -> Result<()> {
                     e.message
                 );
             }
-            other => panic!("expected a server error, got {other:?}"),
+            Err(other) => panic!("expected a server error, got {other:?}"),
+            Ok(_) => panic!("login as {u} with a wrong password must fail"),
         }
     }
     Ok(())

@@ -23,7 +23,7 @@ pub fn demo(redirector: &std::path::Path) -> Result<()> {
     }
     println!("==> starting 3 MariaDB servers");
     let bed = TestBed::start(3)?;
-    let dir = bed.work_dir().join("demo");
+    let dir = bed.root_dir().join("demo");
     std::fs::create_dir_all(&dir)?;
     let config_path = dir.join("redirector.toml");
     let mut config = format!(

@@ -5,6 +5,7 @@
 //! README's two commands work on a bare machine.
 
 mod demo;
+mod fuzz;
 mod setup;
 mod util;
 
@@ -47,6 +48,12 @@ enum Command {
     },
     /// Benchmark: sysbench direct vs HAProxy vs redirector userspace vs eBPF.
     Bench,
+    /// Bounded fuzzing of every target in fuzz/ (cargo-fuzz, nightly); fails on a crash.
+    Fuzz {
+        /// Time per target.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -75,6 +82,10 @@ fn main() -> Result<()> {
             setup::setup()?;
             build()?;
             test(&args)
+        }
+        Command::Fuzz { seconds } => {
+            setup::setup()?;
+            fuzz::run_fuzz(seconds)
         }
         Command::Bench => bail!(
             "`cargo xtask bench` is not implemented yet: it arrives with the eBPF data path (issue #4)"
@@ -148,6 +159,8 @@ fn test(extra: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    util::step("bounded fuzzing (cargo fuzz, 15 s per target)");
+    fuzz::run_fuzz(15)?;
     util::step("cargo test (integration tests need root and start real MariaDB servers)");
     let mut t = util::clean_cargo("stable");
     t.current_dir(&root)

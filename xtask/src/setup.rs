@@ -26,6 +26,8 @@ const PACKAGES: &[&str] = &[
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// cargo-fuzz (`cargo xtask fuzz`); 0.13.2 installs with --locked on Rust 1.95.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 pub fn setup() -> Result<()> {
@@ -33,6 +35,7 @@ pub fn setup() -> Result<()> {
     apt_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     println!(
         "==> setup complete in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -125,7 +128,7 @@ fn nightly_rust_src() -> Result<()> {
 }
 
 fn bpf_linker() -> Result<()> {
-    if let Some(v) = output(&mut cmd("bpf-linker").arg("--version")) {
+    if let Some(v) = output(cmd("bpf-linker").arg("--version")) {
         if v.contains(BPF_LINKER_VERSION) {
             println!("==> bpf-linker {BPF_LINKER_VERSION}: present");
             return Ok(());
@@ -154,14 +157,39 @@ fn bpf_linker() -> Result<()> {
         "llvm-22",
     ]);
     run(&mut c).context("cargo install bpf-linker failed")?;
-    if output(&mut cmd("bpf-linker").arg("--version")).is_none() {
+    if output(cmd("bpf-linker").arg("--version")).is_none() {
         bail!("bpf-linker installed but not on PATH (is ~/.cargo/bin on PATH?)");
     }
     Ok(())
 }
 
+/// `cargo fuzz` for the bounded fuzzing in `cargo xtask fuzz` / `test`.
+/// Any installed version is accepted; a fresh install is pinned and
+/// `--locked` so that a newer dependency cannot break it on our Rust.
+fn cargo_fuzz() -> Result<()> {
+    if let Some(v) = output(crate::util::clean_cargo("stable").args(["fuzz", "--version"])) {
+        println!("==> {}: present", v.trim());
+        return Ok(());
+    }
+    step(&format!(
+        "cargo install cargo-fuzz {CARGO_FUZZ_VERSION} --locked (takes about 2 minutes)"
+    ));
+    run(crate::util::clean_cargo("stable").args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]))
+    .context("cargo install cargo-fuzz failed")?;
+    if output(crate::util::clean_cargo("stable").args(["fuzz", "--version"])).is_none() {
+        bail!("cargo-fuzz installed but `cargo fuzz` does not run (is ~/.cargo/bin on PATH?)");
+    }
+    Ok(())
+}
+
 fn is_root() -> bool {
-    output(&mut cmd("id").arg("-u"))
+    output(cmd("id").arg("-u"))
         .map(|s| s.trim() == "0")
         .unwrap_or(false)
 }

@@ -30,13 +30,19 @@ pub fn clean_cargo(toolchain: &str) -> Command {
         "RUSTDOC",
         "RUSTC_WRAPPER",
         "CARGO",
-        "CARGO_MANIFEST_DIR",
-        "CARGO_PKG_NAME",
         "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_TARGET_DIR",
     ] {
         c.env_remove(var);
+    }
+    // `cargo run` sets CARGO_PKG_*, CARGO_MANIFEST_DIR …; build scripts (ring,
+    // cc) watch some of them, so leaving them in would rebuild those crates
+    // whenever xtask and plain cargo alternate.
+    for (var, _) in std::env::vars_os() {
+        if let Some(name) = var.to_str() {
+            if name.starts_with("CARGO_") && name != "CARGO_HOME" {
+                c.env_remove(name);
+            }
+        }
     }
     c
 }

@@ -21,7 +21,7 @@ use crate::protocol::command::ChangeUser;
 use crate::protocol::constants::command::{COM_CHANGE_USER, COM_STMT_PREPARE};
 use crate::protocol::{self, recover_sha1_password, scramble_response, ErrPacket, PacketHeader};
 use crate::proxy::{ClientStream, LoginState, PacketIo, Shared};
-use crate::session::{Session, SessionState};
+use crate::session::{DatapathKind, Session, SessionState};
 
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -68,6 +68,15 @@ pub async fn relay(
         statements: Statements::default(),
         client_continues: false,
     };
+    use crate::metrics::Direction;
+    let up_bytes = shared
+        .metrics
+        .bytes(Direction::ClientToServer, DatapathKind::Userspace)
+        .clone();
+    let down_bytes = shared
+        .metrics
+        .bytes(Direction::ServerToClient, DatapathKind::Userspace)
+        .clone();
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut br, mut bw) = backend.into_split();
     let mut cbuf = client_leftover;
@@ -97,6 +106,7 @@ pub async fn relay(
                     let _ = bw.shutdown().await;
                     return Ok(());
                 }
+                up_bytes.inc_by(n as u64);
                 r.take_client_packets(&mut cbuf, &mut to_backend, &mut held);
             }
             n = br.read_buf(&mut sbuf), if to_client.is_empty() => {
@@ -108,6 +118,7 @@ pub async fn relay(
                     }
                     return Err(RelayError::BackendClosed);
                 }
+                down_bytes.inc_by(n as u64);
                 r.server_bytes(&sbuf);
                 to_client = sbuf.split();
                 if sbuf.capacity() < READ_CHUNK {
@@ -166,9 +177,11 @@ impl Relay {
                     .push_back(packet.get(5..).unwrap_or(&[]).to_vec());
             }
             let session = &self.session;
+            let metrics = &self.shared.metrics;
             self.proto.feed_client_with(&packet, &mut |_, kind| {
                 if let ClientPacket::Command(_) = kind {
                     session.count_command();
+                    metrics.command();
                 }
             });
             out.unsplit(packet);

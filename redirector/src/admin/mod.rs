@@ -1,0 +1,4 @@
+//! Operator surfaces on `[admin]`: the REST API and Prometheus `/metrics`
+//! ([`http`], on `admin.http_address`).
+
+pub mod http;
