@@ -7,7 +7,7 @@
 //! cannot hammer the backends.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
@@ -38,7 +38,9 @@ pub struct AccountStore {
     configured: HashMap<String, StoredHash>,
     loaded: RwLock<HashMap<String, StoredHash>>,
     service: Option<ServiceAccount>,
-    last_reload: Mutex<Option<Instant>>,
+    /// When the last reload started; held while one runs so that
+    /// concurrent logins of a new user wait for it instead of failing.
+    last_reload: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl AccountStore {
@@ -60,7 +62,7 @@ impl AccountStore {
             configured,
             loaded: RwLock::new(HashMap::new()),
             service: config.auth.service.clone(),
-            last_reload: Mutex::new(None),
+            last_reload: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -78,12 +80,24 @@ impl AccountStore {
     }
 
     /// Looks `user` up, reloading from the backends once if it is unknown
-    /// (rate-limited).
+    /// (rate-limited; concurrent callers wait for the reload in progress).
     pub async fn lookup(&self, user: &str, servers: &[std::net::SocketAddr]) -> Option<StoredHash> {
         if let Some(h) = self.get(user) {
             return Some(h);
         }
-        if self.service.is_some() && self.reload_allowed() {
+        self.service.as_ref()?;
+        let asked = Instant::now();
+        let mut last = self.last_reload.lock().await;
+        if let Some(h) = self.get(user) {
+            // Loaded by the reload we waited for.
+            return Some(h);
+        }
+        if last.is_some_and(|t| t >= asked) {
+            // A reload that started after our request did not find it.
+            return None;
+        }
+        if last.is_none_or(|t| t.elapsed() >= RELOAD_MIN_INTERVAL) {
+            *last = Some(Instant::now());
             if let Err(e) = self.reload(servers).await {
                 tracing::warn!(error = %e, "could not reload accounts");
             }
@@ -103,27 +117,18 @@ impl AccountStore {
             return None;
         }
         let before = self.get(user);
-        if !self.reload_allowed() {
-            return None;
+        let mut last = self.last_reload.lock().await;
+        if last.is_some_and(|t| t.elapsed() < RELOAD_MIN_INTERVAL) {
+            let now = self.get(user);
+            return (now != before).then_some(now).flatten();
         }
+        *last = Some(Instant::now());
         if let Err(e) = self.reload(servers).await {
             tracing::warn!(error = %e, "could not reload accounts");
             return None;
         }
         let after = self.get(user);
         (after != before).then_some(after).flatten()
-    }
-
-    fn reload_allowed(&self) -> bool {
-        let mut last = self.last_reload.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        match *last {
-            Some(t) if now.duration_since(t) < RELOAD_MIN_INTERVAL => false,
-            _ => {
-                *last = Some(now);
-                true
-            }
-        }
     }
 
     /// Reads mysql_native_password accounts (and password-less ones) from the

@@ -18,7 +18,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::protocol::command::ChangeUser;
-use crate::protocol::constants::command::{COM_CHANGE_USER, COM_STMT_PREPARE};
+use crate::protocol::constants::command::{
+    COM_CHANGE_USER, COM_RESET_CONNECTION, COM_STMT_CLOSE, COM_STMT_PREPARE,
+};
 use crate::protocol::{self, recover_sha1_password, scramble_response, ErrPacket, PacketHeader};
 use crate::proxy::{ClientStream, LoginState, PacketIo, Shared};
 use crate::session::{DatapathKind, Session, SessionState};
@@ -85,8 +87,20 @@ pub async fn relay(
     let mut to_client = BytesMut::new();
     // A COM_CHANGE_USER waits here until everything before it is answered.
     let mut held: Option<BytesMut> = None;
+    // The client shut its sending side: answer what it sent, then close.
+    let mut client_eof = false;
     r.take_client_packets(&mut cbuf, &mut to_backend, &mut held);
     loop {
+        if client_eof
+            && held.is_none()
+            && to_backend.is_empty()
+            && to_client.is_empty()
+            && (r.proto.idle() || r.proto.tracker.quit_sent())
+        {
+            let _ = bw.shutdown().await;
+            let _ = cw.shutdown().await;
+            return Ok(());
+        }
         if let Some(packet) = held.take() {
             if to_backend.is_empty() && to_client.is_empty() && r.proto.idle() {
                 r.change_user(packet, &mut cw, &mut br, &mut bw).await?;
@@ -95,16 +109,14 @@ pub async fn relay(
             }
             held = Some(packet);
         }
-        let client_readable = to_backend.is_empty() && held.is_none();
+        let client_readable = to_backend.is_empty() && held.is_none() && !client_eof;
         tokio::select! {
             n = cr.read_buf(&mut cbuf), if client_readable => {
                 let n = n.map_err(RelayError::Client)?;
                 if n == 0 {
                     tracing::debug!(quit = r.proto.tracker.quit_sent(), "client closed");
-                    // The client left (COM_QUIT or not): the backend
-                    // connection goes with it.
-                    let _ = bw.shutdown().await;
-                    return Ok(());
+                    client_eof = true;
+                    continue;
                 }
                 up_bytes.inc_by(n as u64);
                 r.take_client_packets(&mut cbuf, &mut to_backend, &mut held);
@@ -132,6 +144,9 @@ pub async fn relay(
             w = cw.write(&to_client), if !to_client.is_empty() => {
                 let n = w.map_err(RelayError::Client)?;
                 to_client.advance(n);
+                if to_client.is_empty() {
+                    cw.flush().await.map_err(RelayError::Client)?;
+                }
             }
         }
     }
@@ -171,10 +186,22 @@ impl Relay {
                 *held = Some(packet);
                 break;
             }
-            if starts_command && first == Some(COM_STMT_PREPARE) {
-                self.statements
-                    .pending
-                    .push_back(packet.get(5..).unwrap_or(&[]).to_vec());
+            if starts_command {
+                match first {
+                    Some(COM_STMT_PREPARE) => {
+                        let sql = packet.get(5..).unwrap_or(&[]).to_vec();
+                        self.statements.pending.push_back(sql);
+                    }
+                    Some(COM_STMT_CLOSE) => {
+                        if let Some(&[a, b, c, d]) = packet.get(5..9) {
+                            self.statements
+                                .by_id
+                                .remove(&u32::from_le_bytes([a, b, c, d]));
+                        }
+                    }
+                    Some(COM_RESET_CONNECTION) => self.statements.by_id.clear(),
+                    _ => {}
+                }
             }
             let session = &self.session;
             let metrics = &self.shared.metrics;
@@ -274,10 +301,11 @@ impl Relay {
             _ => None,
         };
         let Some(sha1) = sha1 else {
+            // Like MariaDB: refuse, and keep the session as the old user.
+            // The packet never reached the backend or the state machine.
             write_packet(cw, reply_seq, &denied(&cu.user).to_payload(caps)).await?;
-            return Err(RelayError::Protocol(protocol::ProtocolError::Malformed(
-                "COM_CHANGE_USER denied",
-            )));
+            self.shared.metrics.auth_failure();
+            return Ok(());
         };
         cu.auth_response = match &sha1 {
             Some(pw) => bytes::Bytes::copy_from_slice(&scramble_response(
