@@ -36,6 +36,29 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// `[[auth.users]]` for the test bed's `app` (password) and `hashonly`
+/// (hash only) accounts.
+pub fn app_users_toml() -> String {
+    format!(
+        "[[auth.users]]\nname = \"{}\"\npassword = \"{}\"\n\n\
+         [[auth.users]]\nname = \"{}\"\npassword_hash = \"{}\"\n\n",
+        crate::APP_USER,
+        crate::APP_PASSWORD,
+        crate::HASHONLY_USER,
+        crate::native_password_hash(crate::HASHONLY_PASSWORD)
+    )
+}
+
+/// `n` servers and a redirector in front of all of them, with the app
+/// accounts and `extra` configuration.
+pub fn start_with_bed(n: usize, extra: &str) -> Result<(crate::TestBed, Redirector)> {
+    let bed = crate::TestBed::start(n)?;
+    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
+    let cfg = format!("{extra}\n{}{}", app_users_toml(), servers_toml(&servers));
+    let r = Redirector::start(&cfg)?;
+    Ok((bed, r))
+}
+
 /// An `[admin]` section on free loopback ports.
 pub fn admin_toml() -> Result<String> {
     Ok(format!(

@@ -9,24 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use mysql_async::prelude::*;
-use redirector_tests::daemon::{servers_toml, Redirector};
+use redirector_tests::daemon::{app_users_toml, servers_toml, Redirector};
 use redirector_tests::*;
 
-fn app_users_toml() -> String {
-    format!(
-        "[[auth.users]]\nname = \"{APP_USER}\"\npassword = \"{APP_PASSWORD}\"\n\n\
-         [[auth.users]]\nname = \"{HASHONLY_USER}\"\npassword_hash = \"{}\"\n\n",
-        native_password_hash(HASHONLY_PASSWORD)
-    )
-}
-
-/// A bed of `n` servers and a redirector in front with `extra` config.
 fn setup(n: usize, extra: &str) -> Result<(TestBed, Redirector)> {
-    let bed = TestBed::start(n)?;
-    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
-    let cfg = format!("{extra}\n{}{}", app_users_toml(), servers_toml(&servers));
-    let r = Redirector::start(&cfg)?;
-    Ok((bed, r))
+    redirector_tests::daemon::start_with_bed(n, extra)
 }
 
 fn opts(r: &Redirector, user: &str, pw: &str) -> mysql_async::OptsBuilder {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use mysql_async::prelude::*;
-use redirector_tests::daemon::{servers_toml, Redirector};
+use redirector_tests::daemon::{app_users_toml, servers_toml, Redirector};
 use redirector_tests::*;
 use sha1::{Digest, Sha1};
 
@@ -38,20 +38,8 @@ const FULL: u32 = LONG_PASSWORD
     | DEPRECATE_EOF
     | LOCAL_FILES;
 
-fn app_users_toml() -> String {
-    format!(
-        "[[auth.users]]\nname = \"{APP_USER}\"\npassword = \"{APP_PASSWORD}\"\n\n\
-         [[auth.users]]\nname = \"{HASHONLY_USER}\"\npassword_hash = \"{}\"\n\n",
-        native_password_hash(HASHONLY_PASSWORD)
-    )
-}
-
 fn setup(n: usize, extra: &str) -> Result<(TestBed, Redirector)> {
-    let bed = TestBed::start(n)?;
-    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
-    let cfg = format!("{extra}\n{}{}", app_users_toml(), servers_toml(&servers));
-    let r = Redirector::start(&cfg)?;
-    Ok((bed, r))
+    redirector_tests::daemon::start_with_bed(n, extra)
 }
 
 fn svc_toml() -> String {

@@ -80,7 +80,10 @@ fn main() -> Result<()> {
         }
         Command::Test { args } => {
             setup::setup()?;
-            build()?;
+            // The daemon binary is built by `cargo test` itself (redirector
+            // has integration tests), with the same features as the tests,
+            // which saves a second release build of every dependency.
+            build_ebpf()?;
             test(&args)
         }
         Command::Fuzz { seconds } => {
@@ -106,10 +109,20 @@ fn redirector_bin() -> PathBuf {
 /// Builds the eBPF object with nightly (build-std=core) and then the daemon,
 /// which embeds that object.
 fn build() -> Result<()> {
-    let root = project_root();
+    build_ebpf()?;
+    util::step("building the daemon (release)");
+    let mut daemon = util::clean_cargo("stable");
+    daemon
+        .current_dir(project_root())
+        .env("REDIRECTOR_EBPF_OBJECT", ebpf_object())
+        .args(["build", "--release", "-p", "redirector", "--bins"]);
+    run(&mut daemon)
+}
+
+fn build_ebpf() -> Result<()> {
     util::step("building eBPF programs (nightly, bpfel-unknown-none)");
     let mut ebpf = util::clean_cargo("nightly");
-    ebpf.current_dir(&root).args([
+    ebpf.current_dir(project_root()).args([
         "build",
         "-Z",
         "build-std=core",
@@ -121,14 +134,7 @@ fn build() -> Result<()> {
         "--bin",
         "redirector-ebpf",
     ]);
-    run(&mut ebpf).context("building the eBPF object failed (is `cargo xtask setup` done?)")?;
-    util::step("building the daemon (release)");
-    let mut daemon = util::clean_cargo("stable");
-    daemon
-        .current_dir(&root)
-        .env("REDIRECTOR_EBPF_OBJECT", ebpf_object())
-        .args(["build", "--release", "-p", "redirector", "--bins"]);
-    run(&mut daemon)
+    run(&mut ebpf).context("building the eBPF object failed (is `cargo xtask setup` done?)")
 }
 
 fn unload() -> Result<()> {
@@ -161,7 +167,7 @@ fn test(extra: &[String]) -> Result<()> {
     ]))?;
     util::step("bounded fuzzing (cargo fuzz, 15 s per target)");
     fuzz::run_fuzz(15)?;
-    util::step("cargo test (integration tests need root and start real MariaDB servers)");
+    util::step("cargo test --release (builds the daemon too; integration tests need root and start real MariaDB servers)");
     let mut t = util::clean_cargo("stable");
     t.current_dir(&root)
         .env("REDIRECTOR_EBPF_OBJECT", ebpf_object())
