@@ -539,7 +539,8 @@ fn pipelined_big_requests_and_responses() -> Result<()> {
 
 /// Large results over TLS, read fast and read slowly. tokio-rustls documents
 /// that poll_write may leave bytes in its buffer ("you must manually call
-/// flush") and the relay never flushes; this guards against a stall.
+/// flush"); the relay flushes when its client buffer empties, and this
+/// guards against a stall.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_large_results_do_not_stall() -> Result<()> {
     let bed = TestBed::start(1)?;
@@ -839,7 +840,7 @@ fn sysbench_point_select_64_threads() -> Result<()> {
 
 /// A slow TLS reader: `mariadb --quick` (row by row) piped into a consumer
 /// that sleeps first, so the proxy's TLS writes hit a full socket. The tail
-/// of the result must not stay in rustls' buffer (the relay never flushes).
+/// of the result must not stay in rustls' buffer.
 #[test]
 fn tls_slow_reader_gets_the_whole_result() -> Result<()> {
     use std::process::{Command, Stdio};
