@@ -63,6 +63,7 @@ pub fn build_shared(config: Config) -> anyhow::Result<Arc<Shared>> {
         slots,
         config,
         greeting: std::sync::RwLock::new(GreetingTemplate::default()),
+        moves: crate::mover::MoveLog::default(),
     }))
 }
 
@@ -83,6 +84,7 @@ pub async fn serve(
         shared.backends.clone(),
         HEALTH_INTERVAL,
     ));
+    let sweep = tokio::spawn(crate::mover::drain_sweep(shared.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -123,6 +125,7 @@ pub async fn serve(
         tasks.shutdown().await;
     }
     health.abort();
+    sweep.abort();
     tracing::info!("stopped");
     Ok(())
 }

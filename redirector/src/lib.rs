@@ -22,6 +22,8 @@ pub mod daemon;
 pub mod datapath;
 #[cfg(feature = "daemon")]
 pub mod metrics;
+#[cfg(feature = "daemon")]
+pub mod mover;
 pub mod policy;
 pub mod protocol;
 #[cfg(feature = "daemon")]

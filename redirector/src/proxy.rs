@@ -51,6 +51,8 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The placement policy document in effect (`GET|PUT /v1/policy`).
     pub policy: RwLock<crate::config::PolicyDocument>,
+    /// Recent moves (`SELECT * FROM moves`).
+    pub moves: crate::mover::MoveLog,
 }
 
 /// What our greeting advertises.
@@ -477,6 +479,10 @@ async fn connect(
                 let tracker =
                     redirector_ebpf::mysql::Session::new(u64::from(caps & !CLIENT_SSL), status);
                 guard.session().set_schema(response.database.clone());
+                guard.session().set_login_params(params.clone());
+                guard
+                    .session()
+                    .set_backend_thread(login.greeting().connection_id);
                 guard
                     .session()
                     .set_state(crate::session::SessionState::Idle);

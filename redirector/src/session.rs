@@ -6,11 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+use tokio::sync::{oneshot, Notify};
+
+use crate::protocol::BackendLoginParams;
 
 /// What a session is doing right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -67,6 +70,34 @@ struct Live {
     commands: u64,
 }
 
+/// A request to move a session, waiting for the session's relay to carry
+/// it out at the next moment the session is idle and outside a transaction.
+#[derive(Debug)]
+pub struct MoveRequest {
+    /// Name of the target server.
+    pub target: String,
+    /// Why the move was asked for (the `reason` label of the move metrics).
+    pub requested_by: &'static str,
+    /// Answered by the relay; dropped (the requester sees "session ended")
+    /// if the session closes first.
+    pub reply: oneshot::Sender<MoveReply>,
+}
+
+/// What the relay did with a [`MoveRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveReply {
+    /// Now served by the target.
+    Moved {
+        from: String,
+        to: String,
+        duration: Duration,
+    },
+    /// State that cannot be carried over (temporary table, lock …).
+    NotMovable(String),
+    /// The target could not take the session; it stays where it was.
+    Failed(String),
+}
+
 /// One client session.
 #[derive(Debug)]
 pub struct Session {
@@ -75,6 +106,14 @@ pub struct Session {
     pub datapath: DatapathKind,
     pub started: SystemTime,
     live: Mutex<Live>,
+    /// A pending move; the relay takes it when it can act on it.
+    pending_move: Mutex<Option<MoveRequest>>,
+    move_wakeup: Notify,
+    /// The backend's connection id (for KILL QUERY when a move is forced).
+    backend_thread: AtomicU32,
+    /// How to log in to a backend as this session's user (set after login,
+    /// updated by COM_CHANGE_USER); used by the mover to kill a statement.
+    login: Mutex<Option<BackendLoginParams>>,
 }
 
 /// A copy of a session's fields at one moment (what SELECT * FROM sessions shows).
@@ -136,6 +175,59 @@ impl Session {
 
     pub fn set_schema(&self, schema: Option<String>) {
         self.live().schema = schema;
+    }
+
+    /// Asks the relay to move the session. A request still pending is
+    /// replaced (its requester sees the session as gone).
+    pub fn request_move(&self, req: MoveRequest) {
+        *self.pending_move.lock().unwrap_or_else(|e| e.into_inner()) = Some(req);
+        self.move_wakeup.notify_one();
+    }
+
+    /// The pending move, if any and if its requester still waits.
+    pub fn take_move(&self) -> Option<MoveRequest> {
+        let mut p = self.pending_move.lock().unwrap_or_else(|e| e.into_inner());
+        match p.take() {
+            Some(r) if !r.reply.is_closed() => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Puts back a request the relay cannot act on yet.
+    pub fn defer_move(&self, req: MoveRequest) {
+        let mut p = self.pending_move.lock().unwrap_or_else(|e| e.into_inner());
+        if p.is_none() {
+            *p = Some(req);
+        }
+    }
+
+    pub fn has_pending_move(&self) -> bool {
+        self.pending_move
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|r| !r.reply.is_closed())
+    }
+
+    /// Resolves when a move has been requested.
+    pub async fn move_requested(&self) {
+        self.move_wakeup.notified().await
+    }
+
+    pub fn backend_thread(&self) -> u32 {
+        self.backend_thread.load(Ordering::Relaxed)
+    }
+
+    pub fn set_backend_thread(&self, id: u32) {
+        self.backend_thread.store(id, Ordering::Relaxed)
+    }
+
+    pub fn login_params(&self) -> Option<BackendLoginParams> {
+        self.login.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_login_params(&self, p: BackendLoginParams) {
+        *self.login.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
     }
 
     pub fn record_move(&self, to: &str) {
@@ -211,6 +303,10 @@ impl SessionRegistry {
                 schema: None,
                 commands: 0,
             }),
+            pending_move: Mutex::new(None),
+            move_wakeup: Notify::new(),
+            backend_thread: AtomicU32::new(0),
+            login: Mutex::new(None),
         });
         self.write().insert(id, session.clone());
         SessionGuard {
@@ -225,6 +321,11 @@ impl SessionRegistry {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Arc<Session>>> {
         self.sessions.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// All sessions, ordered by id.
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.read().values().cloned().collect()
     }
 
     pub fn get(&self, id: u64) -> Option<Arc<Session>> {

@@ -13,31 +13,24 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, PoisonError};
 
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::backend::{Backend, BackendError};
-use crate::config::{
-    parse_policy, resolve_socket_addr, validate_server_name, ClusterWeight, PolicyDocument,
-    PolicyError,
-};
-use crate::policy::{Placement, ScalingPolicy};
+use super::control::{self, ControlError, ServerRow};
+use crate::config::{PolicyDocument, PolicyError};
+use crate::mover::{MoveReport, MoveSpec, Selection};
 use crate::proxy::Shared;
 use crate::session::SessionSnapshot;
 
-/// Weight of a server added without one (the same default as `[[servers]]`).
-pub const DEFAULT_WEIGHT: u32 = 1;
-
-/// Message of the endpoints that need the session mover.
-const NEEDS_MOVER: &str = "requires the session mover (not available in this version)";
+pub use super::control::DEFAULT_WEIGHT;
 
 /// Why the HTTP server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -101,14 +94,12 @@ pub fn router(shared: Arc<Shared>, loopback: bool) -> Router {
     let api = Api { shared, loopback };
     let v1 = Router::new()
         .route("/sessions", get(get_sessions))
-        .route("/sessions/move", post(needs_mover))
+        .route("/sessions/move", post(move_sessions))
+        .route("/moves", get(get_moves))
         .route("/servers", get(get_servers).post(add_server))
-        .route("/servers/{name}", axum::routing::delete(needs_mover))
-        .route(
-            "/servers/{name}/drain",
-            post(needs_mover).delete(needs_mover),
-        )
-        .route("/rebalance", post(needs_mover))
+        .route("/servers/{name}", axum::routing::delete(remove_server))
+        .route("/servers/{name}/drain", post(drain).delete(undrain))
+        .route("/rebalance", post(rebalance))
         .route("/policy", get(get_policy).put(put_policy))
         .route_layer(middleware::from_fn_with_state(api.clone(), require_token));
     Router::new()
@@ -186,8 +177,25 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn needs_mover() -> ApiError {
-    ApiError::new(StatusCode::NOT_IMPLEMENTED, NEEDS_MOVER)
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::BadRequest(m) => ApiError::bad_request(m),
+            ControlError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
+            ControlError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            ControlError::Policy(p) => ApiError::policy(&p),
+            ControlError::Internal(m) => ApiError::internal(m),
+            ControlError::NotAllMoved(report) => {
+                // 409: the request was valid, the sessions' state did not allow it.
+                let summary = report.summary();
+                let err = ApiError::new(StatusCode::CONFLICT, summary);
+                match serde_json::to_value(&report) {
+                    Ok(v) => err.with("report", v),
+                    Err(_) => err,
+                }
+            }
+        }
+    }
 }
 
 // ---- authentication ---------------------------------------------------------
@@ -262,45 +270,8 @@ async fn get_sessions(State(api): State<Api>) -> Json<Vec<SessionSnapshot>> {
 
 // ---- /v1/servers ----------------------------------------------------------------
 
-/// One row of `GET /v1/servers` (the columns of `SELECT * FROM servers`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ServerRow {
-    pub server_name: String,
-    pub address: String,
-    /// The weight in the policy in effect; the server's own weight if the
-    /// policy does not list it.
-    pub weight: u32,
-    /// `active`, `draining`, `drained` or `down`.
-    pub state: String,
-    pub sessions: usize,
-    /// Whether the policy lists the server (unlisted servers get no new sessions).
-    pub in_policy: bool,
-}
-
-fn server_rows(shared: &Shared) -> Vec<ServerRow> {
-    let counts = shared.sessions.count_by_server();
-    let policy = shared.policy.read().unwrap_or_else(PoisonError::into_inner);
-    shared
-        .backends
-        .all()
-        .iter()
-        .map(|b| {
-            let sessions = counts.get(&b.name).copied().unwrap_or(0);
-            let listed = policy.weight_of(&b.name);
-            ServerRow {
-                server_name: b.name.clone(),
-                address: b.address.to_string(),
-                weight: listed.unwrap_or_else(|| b.weight()),
-                state: b.state(sessions).as_str().to_string(),
-                sessions,
-                in_policy: listed.is_some(),
-            }
-        })
-        .collect()
-}
-
 async fn get_servers(State(api): State<Api>) -> Json<Vec<ServerRow>> {
-    Json(server_rows(&api.shared))
+    Json(control::server_rows(&api.shared))
 }
 
 /// Body of `POST /v1/servers`.
@@ -323,78 +294,125 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
 
 async fn add_server(State(api): State<Api>, body: Bytes) -> Result<Response, ApiError> {
     let req: AddServer = json_body(&body)?;
-    validate_server_name(&req.name)
-        .map_err(|e| ApiError::bad_request(format!("name {:?}: {e}", req.name)))?;
-    let weight = match req.weight {
-        None => DEFAULT_WEIGHT,
-        Some(w) => u32::try_from(w).ok().filter(|w| *w > 0).ok_or_else(|| {
-            ApiError::bad_request(format!("weight {w}: must be between 1 and {}", u32::MAX))
-        })?,
-    };
-    // Hostnames resolve with blocking getaddrinfo.
-    let text = req.address.clone();
-    let address = tokio::task::spawn_blocking(move || resolve_socket_addr(&text))
-        .await
-        .map_err(|e| ApiError::internal(format!("resolving the address: {e}")))?
-        .map_err(|e| ApiError::bad_request(format!("address {:?}: {e}", req.address)))?;
-
-    add_server_locked(&api.shared, &req.name, address, weight)?;
-    tracing::info!(server = %req.name, %address, weight, "server added over REST");
-    let row = server_rows(&api.shared)
-        .into_iter()
-        .find(|r| r.server_name == req.name)
-        .ok_or_else(|| ApiError::internal("the added server disappeared"))?;
+    let row = control::add_server(&api.shared, &req.name, &req.address, req.weight).await?;
     Ok((StatusCode::CREATED, Json(row)).into_response())
 }
 
-/// Adds the backend and lists it in the policy with `weight`, so new
-/// sessions can be placed on it. Holds the policy lock throughout so a
-/// concurrent `PUT /v1/policy` cannot interleave.
-fn add_server_locked(
-    shared: &Shared,
-    name: &str,
-    address: SocketAddr,
-    weight: u32,
-) -> Result<(), ApiError> {
-    let mut policy = shared
-        .policy
-        .write()
-        .unwrap_or_else(PoisonError::into_inner);
-    if shared.backends.get(name).is_ok() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            BackendError::Exists(name.to_string()).to_string(),
-        ));
+/// Optional body of `DELETE /v1/servers/{name}` and `POST …/drain`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitBody {
+    #[serde(default)]
+    wait_timeout_s: Option<f64>,
+    #[serde(default)]
+    force: bool,
+}
+
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        json_body(body)
     }
-    let mut doc = policy.clone();
-    if let Some(group) = doc.cluster_resource_groups.first_mut() {
-        if !group.clusters.iter().any(|c| c.cluster_id == name) {
-            group.clusters.push(ClusterWeight {
-                cluster_id: name.to_string(),
-                weight,
-            });
+}
+
+async fn remove_server(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<MoveReport>, ApiError> {
+    let req: WaitBody = optional_body(&body)?;
+    let wait = control::wait_timeout(&api.shared, req.wait_timeout_s)?;
+    Ok(Json(
+        control::remove_server(&api.shared, &name, wait, req.force).await?,
+    ))
+}
+
+async fn drain(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<MoveReport>, ApiError> {
+    let req: WaitBody = optional_body(&body)?;
+    let wait = control::wait_timeout(&api.shared, req.wait_timeout_s)?;
+    Ok(Json(
+        control::drain(&api.shared, &name, wait, req.force).await?,
+    ))
+}
+
+async fn undrain(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<ServerRow>>, ApiError> {
+    control::undrain(&api.shared, &name)?;
+    Ok(Json(control::server_rows(&api.shared)))
+}
+
+/// Body of `POST /v1/rebalance` (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebalanceBody {
+    #[serde(default)]
+    wait_timeout_s: Option<f64>,
+}
+
+async fn rebalance(State(api): State<Api>, body: Bytes) -> Result<Json<MoveReport>, ApiError> {
+    let req: RebalanceBody = optional_body(&body)?;
+    let wait = control::wait_timeout(&api.shared, req.wait_timeout_s)?;
+    Ok(Json(control::rebalance(&api.shared, wait).await?))
+}
+
+// ---- /v1/sessions/move ----------------------------------------------------------
+
+/// `"sessions"`: a list of ids, `"all"` or `"all_inactive"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SessionsField {
+    Ids(Vec<u64>),
+    Keyword(String),
+}
+
+/// Body of `POST /v1/sessions/move`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveBody {
+    sessions: SessionsField,
+    #[serde(default)]
+    from: Option<String>,
+    to: String,
+    #[serde(default)]
+    wait_timeout_s: Option<f64>,
+    #[serde(default)]
+    force: bool,
+}
+
+async fn move_sessions(State(api): State<Api>, body: Bytes) -> Result<Json<MoveReport>, ApiError> {
+    let req: MoveBody = json_body(&body)?;
+    let sessions = match req.sessions {
+        SessionsField::Ids(ids) if ids.is_empty() => {
+            return Err(ApiError::bad_request("\"sessions\" lists no session"))
         }
-    }
-    let placement = {
-        let current = shared
-            .placement
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        placement_for(&current, &doc)?
+        SessionsField::Ids(ids) => Selection::Ids(ids),
+        SessionsField::Keyword(k) if k == "all" => Selection::All,
+        SessionsField::Keyword(k) if k == "all_inactive" => Selection::AllInactive,
+        SessionsField::Keyword(k) => {
+            return Err(ApiError::bad_request(format!(
+                "\"sessions\": {k:?} is neither a list of ids, \"all\" nor \"all_inactive\""
+            )))
+        }
     };
-    shared
-        .backends
-        .add(Backend::new(name, address, weight))
-        .map_err(|e| match e {
-            BackendError::Exists(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
-            BackendError::Unknown(_) => ApiError::internal(e.to_string()),
-        })?;
-    *shared
-        .placement
-        .write()
-        .unwrap_or_else(PoisonError::into_inner) = placement;
-    *policy = doc;
-    Ok(())
+    let spec = MoveSpec {
+        sessions,
+        from: req.from,
+        to: Some(req.to),
+        wait: control::wait_timeout(&api.shared, req.wait_timeout_s)?,
+        force: req.force,
+    };
+    Ok(Json(control::move_sessions(&api.shared, &spec).await?))
+}
+
+async fn get_moves(State(api): State<Api>) -> Json<Vec<crate::mover::MoveRecord>> {
+    Json(api.shared.moves.snapshot())
 }
 
 // ---- /v1/policy ---------------------------------------------------------------
@@ -409,57 +427,10 @@ async fn get_policy(State(api): State<Api>) -> Json<PolicyDocument> {
     )
 }
 
-/// The placement for `doc`, continuing `current`'s round-robin rotation.
-fn placement_for(current: &Placement, doc: &PolicyDocument) -> Result<Placement, ApiError> {
-    let group = doc
-        .group()
-        .ok_or_else(|| ApiError::policy(&PolicyError::NoResourceGroups))?;
-    let kind: ScalingPolicy = group
-        .scaling_policy
-        .as_str()
-        .parse()
-        .map_err(|e: crate::policy::PolicyError| ApiError::bad_request(e.to_string()))?;
-    current
-        .reconfigure(
-            kind,
-            group
-                .clusters
-                .iter()
-                .map(|c| (c.cluster_id.clone(), c.weight)),
-        )
-        .map_err(|e| ApiError::bad_request(e.to_string()))
-}
-
 async fn put_policy(State(api): State<Api>, body: Bytes) -> Result<Json<PolicyDocument>, ApiError> {
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::bad_request(format!("policy body is not UTF-8: {e}")))?;
-    let shared = &api.shared;
-    let mut policy = shared
-        .policy
-        .write()
-        .unwrap_or_else(PoisonError::into_inner);
-    let names: Vec<String> = shared
-        .backends
-        .all()
-        .iter()
-        .map(|b| b.name.clone())
-        .collect();
-    let doc = parse_policy(text, &names).map_err(|e| ApiError::policy(&e))?;
-    let placement = {
-        let current = shared
-            .placement
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        placement_for(&current, &doc)?
-    };
-    *shared
-        .placement
-        .write()
-        .unwrap_or_else(PoisonError::into_inner) = placement;
-    *policy = doc.clone();
-    drop(policy);
-    tracing::info!(policy = %serde_json::to_string(&doc).unwrap_or_default(), "placement policy replaced over REST");
-    Ok(Json(doc))
+    Ok(Json(control::set_policy(&api.shared, text)?))
 }
 
 #[cfg(test)]

@@ -293,7 +293,23 @@ pub struct Config {
     pub policy: PolicyDocument,
     pub policy_source: PolicySource,
     pub tls: Option<TlsConfig>,
+    pub mover: MoverConfig,
 }
+
+/// `[mover]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoverConfig {
+    /// How long a move, drain or rebalance waits for busy sessions when the
+    /// request gives no WAIT TIMEOUT.
+    pub default_wait_timeout: Duration,
+    /// Most moves per second a rebalance starts.
+    pub rebalance_rate: u32,
+}
+
+/// Default of `mover.default_wait_timeout_s`.
+pub const DEFAULT_MOVE_WAIT_S: u64 = 60;
+/// Default of `mover.rebalance_rate`.
+pub const DEFAULT_REBALANCE_RATE: u32 = 1000;
 
 // ---- raw (serde) form -------------------------------------------------------
 // Numbers are read as i64 so that 0 and negatives get our own message rather
@@ -314,6 +330,15 @@ struct RawConfig {
     servers: Vec<RawServer>,
     policy: Option<RawPolicy>,
     tls: Option<RawTls>,
+    #[serde(default)]
+    mover: RawMover,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMover {
+    default_wait_timeout_s: Option<i64>,
+    rebalance_rate: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -757,6 +782,21 @@ impl Config {
             key: r.path(t.key),
         });
 
+        let mover = MoverConfig {
+            default_wait_timeout: Duration::from_secs(r.positive(
+                "mover.default_wait_timeout_s",
+                raw.mover.default_wait_timeout_s,
+                DEFAULT_MOVE_WAIT_S,
+                86_400,
+            )?),
+            rebalance_rate: r.positive(
+                "mover.rebalance_rate",
+                raw.mover.rebalance_rate,
+                DEFAULT_REBALANCE_RATE.into(),
+                1_000_000,
+            )? as u32,
+        };
+
         Ok(Config {
             file: file.to_path_buf(),
             listen,
@@ -767,6 +807,7 @@ impl Config {
             policy,
             policy_source,
             tls,
+            mover,
         })
     }
 

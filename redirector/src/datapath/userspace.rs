@@ -9,21 +9,32 @@
 //! Client packets are handled whole (the daemon must see COM_CHANGE_USER and
 //! the SQL of COM_STMT_PREPARE); server bytes are forwarded as they come.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use redirector_ebpf::mysql::{self, ClientPacket, ServerPacket};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::mover::conn::BackendConn;
+use crate::mover::state::{self as move_state, Hints, StateError};
 use crate::protocol::command::ChangeUser;
+use crate::protocol::constants::capability::{CLIENT_CONNECT_WITH_DB, CLIENT_MYSQL, CLIENT_SSL};
 use crate::protocol::constants::command::{
-    COM_CHANGE_USER, COM_RESET_CONNECTION, COM_STMT_CLOSE, COM_STMT_PREPARE,
+    COM_CHANGE_USER, COM_QUERY, COM_RESET_CONNECTION, COM_STMT_CLOSE, COM_STMT_EXECUTE,
+    COM_STMT_PREPARE,
 };
 use crate::protocol::{self, recover_sha1_password, scramble_response, ErrPacket, PacketHeader};
 use crate::proxy::{ClientStream, LoginState, PacketIo, Shared};
-use crate::session::{DatapathKind, Session, SessionState};
+use crate::session::{DatapathKind, MoveReply, MoveRequest, Session, SessionState};
+
+/// Time allowed for the state queries on the source; past it the source
+/// connection's state is unknown and the session is closed.
+const SOURCE_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed to log in to the target and rebuild the state there.
+const TARGET_TIMEOUT: Duration = Duration::from_secs(10);
 
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -45,8 +56,18 @@ pub enum RelayError {
 pub struct Statements {
     /// SQL of COM_STMT_PREPARE commands whose response has not arrived yet.
     pending: VecDeque<Vec<u8>>,
-    /// Statement id → SQL.
-    pub by_id: BTreeMap<u32, Vec<u8>>,
+    /// Statement id → what is known about it.
+    pub by_id: BTreeMap<u32, Statement>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Statement {
+    pub sql: Vec<u8>,
+    pub params: u16,
+    /// Parameter types the client last bound (COM_STMT_EXECUTE with
+    /// new-params-bound = 1): a statement re-prepared on another server
+    /// has none, and clients send them only when they change.
+    pub types: Option<Vec<u8>>,
 }
 
 /// Relays until either side closes.
@@ -69,6 +90,8 @@ pub async fn relay(
         login,
         statements: Statements::default(),
         client_continues: false,
+        hints: Hints::default(),
+        rebind: BTreeSet::new(),
     };
     use crate::metrics::Direction;
     let up_bytes = shared
@@ -100,6 +123,24 @@ pub async fn relay(
             let _ = bw.shutdown().await;
             let _ = cw.shutdown().await;
             return Ok(());
+        }
+        if let Some(req) = r.session.take_move() {
+            let quiet = held.is_none()
+                && to_backend.is_empty()
+                && to_client.is_empty()
+                && !client_eof
+                && r.proto.idle()
+                && not_movable_reason(&r.proto).is_none();
+            if quiet {
+                // HOLD: the client is not read until the move is done.
+                let stream = br
+                    .reunite(bw)
+                    .map_err(|e| RelayError::Backend(std::io::Error::other(e.to_string())))?;
+                let stream = r.execute_move(stream, req).await?;
+                (br, bw) = stream.into_split();
+                continue;
+            }
+            r.session.defer_move(req);
         }
         if let Some(packet) = held.take() {
             if to_backend.is_empty() && to_client.is_empty() && r.proto.idle() {
@@ -148,6 +189,7 @@ pub async fn relay(
                     cw.flush().await.map_err(RelayError::Client)?;
                 }
             }
+            _ = r.session.move_requested() => {}
         }
     }
 }
@@ -160,6 +202,11 @@ struct Relay {
     statements: Statements,
     /// The last client packet was a full 0xFFFFFF fragment.
     client_continues: bool,
+    /// What the client's SQL says about state the server cannot list.
+    hints: Hints,
+    /// Statements re-prepared by a move whose parameter types the server
+    /// has not been given yet.
+    rebind: BTreeSet<u32>,
 }
 
 impl Relay {
@@ -180,7 +227,7 @@ impl Relay {
                 && !self.proto.tracker.in_auth()
                 && !self.proto.tracker.lost_sync();
             let first = cbuf.get(4).copied();
-            let packet = cbuf.split_to(total);
+            let mut packet = cbuf.split_to(total);
             self.client_continues = total - 4 == protocol::MAX_FRAGMENT;
             if starts_command && first == Some(COM_CHANGE_USER) {
                 *held = Some(packet);
@@ -199,7 +246,14 @@ impl Relay {
                                 .remove(&u32::from_le_bytes([a, b, c, d]));
                         }
                     }
-                    Some(COM_RESET_CONNECTION) => self.statements.by_id.clear(),
+                    Some(COM_RESET_CONNECTION) => {
+                        self.statements.by_id.clear();
+                        self.hints.reset();
+                    }
+                    Some(COM_QUERY) => self.hints.observe_query(packet.get(5..).unwrap_or(&[])),
+                    Some(COM_STMT_EXECUTE) if total - 4 < protocol::MAX_FRAGMENT => {
+                        self.bind_types(&mut packet)
+                    }
                     _ => {}
                 }
             }
@@ -231,7 +285,14 @@ impl Relay {
                         statements.pending.pop_front(),
                         mysql::parse_prepare_ok(p.prefix()),
                     ) {
-                        statements.by_id.insert(ok.stmt_id, sql);
+                        statements.by_id.insert(
+                            ok.stmt_id,
+                            Statement {
+                                sql,
+                                params: ok.num_params,
+                                types: None,
+                            },
+                        );
                     }
                 }
                 ServerPacket::Err => {
@@ -251,8 +312,8 @@ impl Relay {
         } else {
             SessionState::Busy
         };
-        self.session
-            .observe(state, t.in_transaction(), not_movable_reason(&self.proto));
+        let reason = not_movable_reason(&self.proto).or_else(|| self.hints.reason());
+        self.session.observe(state, t.in_transaction(), reason);
     }
 
     /// Re-authenticates COM_CHANGE_USER: checks the client's response
@@ -354,12 +415,218 @@ impl Relay {
                         self.session
                             .set_schema((!cu.database.is_empty()).then(|| cu.database.clone()));
                         self.statements = Statements::default();
+                        self.hints.reset();
+                        self.rebind.clear();
+                        if let Some(mut params) = self.session.login_params() {
+                            params.user = cu.user.clone();
+                            params.sha1_password = sha1;
+                            params.database =
+                                (!cu.database.is_empty()).then(|| cu.database.clone());
+                            self.session.set_login_params(params);
+                        }
                     }
                     self.publish();
                     return Ok(());
                 }
             }
         }
+    }
+}
+
+impl Relay {
+    /// Remembers the parameter types a COM_STMT_EXECUTE binds, and gives
+    /// them to a statement that a move re-prepared and that the client
+    /// executes without types (it bound them on the old server).
+    fn bind_types(&mut self, packet: &mut BytesMut) {
+        let payload = &packet[4..];
+        let Some(&[a, b, c, d]) = payload.get(1..5) else {
+            return;
+        };
+        let id = u32::from_le_bytes([a, b, c, d]);
+        let Some(stmt) = self.statements.by_id.get_mut(&id) else {
+            return;
+        };
+        let params = usize::from(stmt.params);
+        if params == 0 {
+            return;
+        }
+        let flag_at = 10 + params.div_ceil(8);
+        let types_end = flag_at + 1 + 2 * params;
+        match payload.get(flag_at) {
+            Some(1) => {
+                if let Some(t) = payload.get(flag_at + 1..types_end) {
+                    stmt.types = Some(t.to_vec());
+                }
+                self.rebind.remove(&id);
+            }
+            Some(0) if self.rebind.remove(&id) => {
+                let Some(types) = &stmt.types else {
+                    return;
+                };
+                let mut out = BytesMut::with_capacity(packet.len() + types.len());
+                let seq = packet[3];
+                let mut body = Vec::with_capacity(payload.len() + types.len());
+                body.extend_from_slice(&payload[..flag_at]);
+                body.push(1);
+                body.extend_from_slice(types);
+                body.extend_from_slice(&payload[flag_at + 1..]);
+                protocol::write_packet(&mut out, seq, &body);
+                *packet = out;
+            }
+            _ => {}
+        }
+    }
+
+    /// Carries out a move on the quiet session: reads the state on the
+    /// source, rebuilds and verifies it on the target, then switches.
+    /// Returns the backend connection the session continues on. An error
+    /// means the source connection can no longer be trusted.
+    async fn execute_move(
+        &mut self,
+        source: TcpStream,
+        req: MoveRequest,
+    ) -> Result<TcpStream, RelayError> {
+        let started = Instant::now();
+        let from = self.session.server();
+        self.session.set_state(SessionState::Moving);
+        let caps = self.login.capabilities;
+        let mut src = BackendConn::new(source, caps);
+        let (reply, next) = self.try_move(&mut src, &req.target).await?;
+        let stream = match next {
+            Some(target) => {
+                src.quit().await;
+                target
+            }
+            None => src
+                .into_inner()
+                .map_err(|e| RelayError::Backend(std::io::Error::other(e.to_string())))?,
+        };
+        let rec = crate::mover::record_for(
+            &self.session,
+            &from,
+            &req.target,
+            req.requested_by,
+            &reply,
+            started,
+        );
+        match &reply {
+            MoveReply::Moved { .. } => {
+                tracing::info!(session = self.session.id, from = %from, to = %req.target, ms = rec.duration_ms, "session moved")
+            }
+            MoveReply::NotMovable(why) | MoveReply::Failed(why) => {
+                tracing::info!(session = self.session.id, from = %from, to = %req.target, reason = %why, "session not moved")
+            }
+        }
+        crate::mover::record(&self.shared, rec);
+        let _ = req.reply.send(reply);
+        self.publish();
+        Ok(stream)
+    }
+
+    /// The move itself; `Ok((reply, Some(target)))` when it switched.
+    async fn try_move(
+        &mut self,
+        src: &mut BackendConn<TcpStream>,
+        target_name: &str,
+    ) -> Result<(MoveReply, Option<TcpStream>), RelayError> {
+        let fail = |m: String| Ok((MoveReply::Failed(m), None));
+        let Ok(target) = self.shared.backends.get(target_name) else {
+            return fail(format!("unknown server '{target_name}'"));
+        };
+        if !target.is_up() {
+            return fail(format!("server '{target_name}' is down"));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let state = match tokio::time::timeout(
+            SOURCE_READ_TIMEOUT,
+            move_state::read_source(src, &mut self.hints, now),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(StateError::NotMovable(why))) => return Ok((MoveReply::NotMovable(why), None)),
+            Ok(Err(StateError::Failed(why))) => return fail(why),
+            Err(_) => {
+                return Err(RelayError::Backend(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the source server did not answer the state queries",
+                )))
+            }
+        };
+        let Some(mut params) = self.session.login_params() else {
+            return fail("the session has no login parameters".into());
+        };
+        params.database = state.schema.clone();
+        let statements: BTreeMap<u32, (Vec<u8>, u16)> = self
+            .statements
+            .by_id
+            .iter()
+            .map(|(&id, s)| (id, (s.sql.clone(), s.params)))
+            .collect();
+        let source_fp =
+            state.fingerprint(&statements.iter().map(|(&id, (_, p))| (id, *p)).collect());
+        let caps = self.login.capabilities;
+        let attempt = async {
+            let (stream, login, _) = crate::proxy::login_backend(&target, params)
+                .await
+                .map_err(|e| StateError::Failed(format!("login to the target failed: {e}")))?;
+            let wanted = caps & !(CLIENT_SSL | CLIENT_CONNECT_WITH_DB | CLIENT_MYSQL);
+            if login.capabilities() & wanted != wanted {
+                return Err(StateError::NotMovable(format!(
+                    "the target lacks capabilities 0x{:08x}",
+                    wanted & !login.capabilities()
+                )));
+            }
+            let mut conn = BackendConn::new(stream, caps);
+            let (rebuilt, prepared) =
+                match move_state::rebuild(&mut conn, &state, &statements).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        conn.quit().await;
+                        return Err(e);
+                    }
+                };
+            if rebuilt.fingerprint(&prepared) != source_fp {
+                let why = state.first_difference(&rebuilt);
+                conn.quit().await;
+                return Err(StateError::Failed(format!(
+                    "state verification failed on the target: {why}"
+                )));
+            }
+            Ok((conn, login))
+        };
+        let (conn, login) = match tokio::time::timeout(TARGET_TIMEOUT, attempt).await {
+            Ok(Ok(x)) => x,
+            Ok(Err(StateError::NotMovable(why))) => return Ok((MoveReply::NotMovable(why), None)),
+            Ok(Err(StateError::Failed(why))) => return fail(why),
+            Err(_) => return fail(format!("the target did not finish in {TARGET_TIMEOUT:?}")),
+        };
+        let Ok(stream) = conn.into_inner() else {
+            return fail("the target sent unsolicited data".into());
+        };
+        self.session.record_move(target_name);
+        self.session
+            .set_backend_thread(login.greeting().connection_id);
+        self.session.set_schema(state.schema.clone());
+        self.login.backend_scramble = login.greeting().scramble.clone();
+        self.rebind = self
+            .statements
+            .by_id
+            .iter()
+            .filter(|(_, s)| s.params > 0)
+            .map(|(&id, _)| id)
+            .collect();
+        Ok((
+            MoveReply::Moved {
+                from: String::new(),
+                to: target_name.to_string(),
+                duration: Duration::ZERO,
+            },
+            Some(stream),
+        ))
     }
 }
 
