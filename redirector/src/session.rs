@@ -238,11 +238,10 @@ impl Session {
 
     pub fn snapshot(&self) -> SessionSnapshot {
         let l = self.live();
-        let not_movable_reason = if l.in_transaction {
-            Some("open transaction".to_string())
-        } else {
-            l.not_movable.clone()
-        };
+        let not_movable_reason = l
+            .not_movable
+            .clone()
+            .or_else(|| l.in_transaction.then(|| "open transaction".to_string()));
         SessionSnapshot {
             session_id: self.id,
             user: l.user.clone(),

@@ -149,6 +149,10 @@ impl MariaDb {
         fs::create_dir_all(&self.dir)
             .map_err(|e| TestBedError::io(format!("creating {}", self.dir.display()), e))?;
         chown_to(&self.dir, self.creds)?;
+        let tmp = self.dir.join("tmp");
+        fs::create_dir_all(&tmp)
+            .map_err(|e| TestBedError::io(format!("creating {}", tmp.display()), e))?;
+        chown_to(&tmp, self.creds)?;
         copy_tree(template, &self.datadir)
     }
 
@@ -166,6 +170,9 @@ impl MariaDb {
             format!("--socket={}", d(&self.socket_path)),
             format!("--pid-file={}", d(&self.dir.join("mysqld.pid"))),
             format!("--log-error={}", d(&self.error_log)),
+            // Own temporary directory: servers sharing /tmp have failed
+            // internal temporary tables ("Error on delete of '/tmp/#sql-…'").
+            format!("--tmpdir={}", d(&self.dir.join("tmp"))),
             format!("--port={}", self.port),
             "--bind-address=127.0.0.1".to_string(),
             format!("--server-id={}", self.server_id),
@@ -181,6 +188,9 @@ impl MariaDb {
             // Durability is not what the bed tests; speed is.
             "--innodb-flush-log-at-trx-commit=2".to_string(),
             "--innodb-doublewrite=0".to_string(),
+            // Lists GET_LOCK / LOCK TABLES per connection, which the mover
+            // checks before moving a session (docs/operations.md).
+            "--plugin-load-add=metadata_lock_info".to_string(),
         ];
         args.extend(INNODB_ARGS.iter().map(|s| s.to_string()));
         args.extend(self.extra_args.iter().cloned());

@@ -23,8 +23,8 @@ use crate::mover::state::{self as move_state, Hints, StateError};
 use crate::protocol::command::ChangeUser;
 use crate::protocol::constants::capability::{CLIENT_CONNECT_WITH_DB, CLIENT_MYSQL, CLIENT_SSL};
 use crate::protocol::constants::command::{
-    COM_CHANGE_USER, COM_QUERY, COM_RESET_CONNECTION, COM_STMT_CLOSE, COM_STMT_EXECUTE,
-    COM_STMT_PREPARE,
+    COM_CHANGE_USER, COM_QUERY, COM_RESET_CONNECTION, COM_STMT_BULK_EXECUTE, COM_STMT_CLOSE,
+    COM_STMT_EXECUTE, COM_STMT_FETCH, COM_STMT_PREPARE, COM_STMT_RESET, COM_STMT_SEND_LONG_DATA,
 };
 use crate::protocol::{self, recover_sha1_password, scramble_response, ErrPacket, PacketHeader};
 use crate::proxy::{ClientStream, LoginState, PacketIo, Shared};
@@ -92,6 +92,7 @@ pub async fn relay(
         client_continues: false,
         hints: Hints::default(),
         rebind: BTreeSet::new(),
+        ids: None,
     };
     use crate::metrics::Direction;
     let up_bytes = shared
@@ -172,8 +173,12 @@ pub async fn relay(
                     return Err(RelayError::BackendClosed);
                 }
                 down_bytes.inc_by(n as u64);
-                r.server_bytes(&sbuf);
-                to_client = sbuf.split();
+                if r.ids.is_some() {
+                    to_client = r.server_packets_mapped(&mut sbuf);
+                } else {
+                    r.server_bytes(&sbuf);
+                    to_client = sbuf.split();
+                }
                 if sbuf.capacity() < READ_CHUNK {
                     sbuf.reserve(READ_CHUNK);
                 }
@@ -207,6 +212,50 @@ struct Relay {
     /// Statements re-prepared by a move whose parameter types the server
     /// has not been given yet.
     rebind: BTreeSet<u32>,
+    /// Client statement id -> server statement id, once a move made them
+    /// differ (None: the same).
+    ids: Option<IdMap>,
+}
+
+/// Statement ids as the client knows them and as the current server does.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IdMap {
+    to_server: BTreeMap<u32, u32>,
+}
+
+impl IdMap {
+    /// The map after a move (None when every id is unchanged).
+    pub fn from_moved(prepared: &BTreeMap<u32, (u32, u16)>) -> Option<IdMap> {
+        if prepared.iter().all(|(c, (s, _))| c == s) {
+            return None;
+        }
+        Some(IdMap {
+            to_server: prepared.iter().map(|(&c, &(s, _))| (c, s)).collect(),
+        })
+    }
+
+    pub fn server_id(&self, client_id: u32) -> Option<u32> {
+        self.to_server.get(&client_id).copied()
+    }
+
+    /// A client id for a statement the server just prepared as `server_id`:
+    /// the same number if the client does not use it, else the next free one.
+    pub fn assign(&mut self, server_id: u32) -> u32 {
+        let client_id = if self.to_server.contains_key(&server_id) {
+            self.to_server
+                .keys()
+                .next_back()
+                .map_or(1, |m| m.wrapping_add(1))
+        } else {
+            server_id
+        };
+        self.to_server.insert(client_id, server_id);
+        client_id
+    }
+
+    pub fn forget(&mut self, client_id: u32) {
+        self.to_server.remove(&client_id);
+    }
 }
 
 impl Relay {
@@ -249,6 +298,7 @@ impl Relay {
                     Some(COM_RESET_CONNECTION) => {
                         self.statements.by_id.clear();
                         self.hints.reset();
+                        self.ids = None;
                     }
                     Some(COM_QUERY) => self.hints.observe_query(packet.get(5..).unwrap_or(&[])),
                     Some(COM_STMT_EXECUTE) if total - 4 < protocol::MAX_FRAGMENT => {
@@ -256,6 +306,7 @@ impl Relay {
                     }
                     _ => {}
                 }
+                self.translate_statement_id(&mut packet);
             }
             let session = &self.session;
             let metrics = &self.shared.metrics;
@@ -270,9 +321,14 @@ impl Relay {
         self.publish();
     }
 
-    fn server_bytes(&mut self, chunk: &[u8]) {
+    /// Feeds server bytes to the state machine. Returns the client-visible
+    /// id of a statement whose PREPARE_OK was in `chunk` when it differs from
+    /// the server's (only meaningful when `chunk` is one whole packet).
+    fn server_bytes(&mut self, chunk: &[u8]) -> Option<u32> {
         let statements = &mut self.statements;
         let tracker = &mut self.proto.tracker;
+        let ids = &mut self.ids;
+        let mut patch = None;
         self.proto.server.feed(chunk, &mut |p| {
             let head = tracker.head_command();
             let kind = tracker.on_server_packet(p);
@@ -285,8 +341,15 @@ impl Relay {
                         statements.pending.pop_front(),
                         mysql::parse_prepare_ok(p.prefix()),
                     ) {
+                        let client_id = match ids.as_mut() {
+                            Some(map) => map.assign(ok.stmt_id),
+                            None => ok.stmt_id,
+                        };
+                        if client_id != ok.stmt_id {
+                            patch = Some(client_id);
+                        }
                         statements.by_id.insert(
-                            ok.stmt_id,
+                            client_id,
                             Statement {
                                 sql,
                                 params: ok.num_params,
@@ -302,6 +365,23 @@ impl Relay {
             }
         });
         self.publish();
+        patch
+    }
+
+    /// With translated statement ids, server bytes go to the client in whole
+    /// packets so that a PREPARE_OK's id can be rewritten.
+    fn server_packets_mapped(&mut self, sbuf: &mut BytesMut) -> BytesMut {
+        let mut out = BytesMut::new();
+        while let Some(total) = protocol::frame_len(sbuf) {
+            let mut packet = sbuf.split_to(total);
+            if let Some(client_id) = self.server_bytes(&packet) {
+                if let Some(id) = packet.get_mut(5..9) {
+                    id.copy_from_slice(&client_id.to_le_bytes());
+                }
+            }
+            out.unsplit(packet);
+        }
+        out
     }
 
     /// Tells the registry what the state machine knows now.
@@ -312,7 +392,12 @@ impl Relay {
         } else {
             SessionState::Busy
         };
-        let reason = not_movable_reason(&self.proto).or_else(|| self.hints.reason());
+        // XA first: an XA transaction also shows as an open transaction.
+        let reason = if self.hints.xa {
+            self.hints.reason()
+        } else {
+            not_movable_reason(&self.proto).or_else(|| self.hints.reason())
+        };
         self.session.observe(state, t.in_transaction(), reason);
     }
 
@@ -417,6 +502,7 @@ impl Relay {
                         self.statements = Statements::default();
                         self.hints.reset();
                         self.rebind.clear();
+                        self.ids = None;
                         if let Some(mut params) = self.session.login_params() {
                             params.user = cu.user.clone();
                             params.sha1_password = sha1;
@@ -434,6 +520,40 @@ impl Relay {
 }
 
 impl Relay {
+    /// Rewrites the client's statement id in a COM_STMT_* command to the
+    /// server's, when a move made them differ.
+    fn translate_statement_id(&mut self, packet: &mut BytesMut) {
+        let Some(map) = self.ids.as_mut() else {
+            return;
+        };
+        let Some(&cmd) = packet.get(4) else { return };
+        if !matches!(
+            cmd,
+            COM_STMT_EXECUTE
+                | COM_STMT_SEND_LONG_DATA
+                | COM_STMT_CLOSE
+                | COM_STMT_RESET
+                | COM_STMT_FETCH
+                | COM_STMT_BULK_EXECUTE
+        ) {
+            return;
+        }
+        let Some(&[a, b, c, d]) = packet.get(5..9) else {
+            return;
+        };
+        let client_id = u32::from_le_bytes([a, b, c, d]);
+        // 0xFFFFFFFF: MariaDB's "the statement just prepared".
+        if client_id == u32::MAX {
+            return;
+        }
+        if let Some(server_id) = map.server_id(client_id) {
+            packet[5..9].copy_from_slice(&server_id.to_le_bytes());
+        }
+        if cmd == COM_STMT_CLOSE {
+            map.forget(client_id);
+        }
+    }
+
     /// Remembers the parameter types a COM_STMT_EXECUTE binds, and gives
     /// them to a statement that a move re-prepared and that the client
     /// executes without types (it bound them on the old server).
@@ -589,16 +709,17 @@ impl Relay {
                         return Err(e);
                     }
                 };
-            if rebuilt.fingerprint(&prepared) != source_fp {
+            let params = prepared.iter().map(|(&c, &(_, p))| (c, p)).collect();
+            if rebuilt.fingerprint(&params) != source_fp {
                 let why = state.first_difference(&rebuilt);
                 conn.quit().await;
                 return Err(StateError::Failed(format!(
                     "state verification failed on the target: {why}"
                 )));
             }
-            Ok((conn, login))
+            Ok((conn, login, prepared))
         };
-        let (conn, login) = match tokio::time::timeout(TARGET_TIMEOUT, attempt).await {
+        let (conn, login, prepared) = match tokio::time::timeout(TARGET_TIMEOUT, attempt).await {
             Ok(Ok(x)) => x,
             Ok(Err(StateError::NotMovable(why))) => return Ok((MoveReply::NotMovable(why), None)),
             Ok(Err(StateError::Failed(why))) => return fail(why),
@@ -612,6 +733,7 @@ impl Relay {
             .set_backend_thread(login.greeting().connection_id);
         self.session.set_schema(state.schema.clone());
         self.login.backend_scramble = login.greeting().scramble.clone();
+        self.ids = IdMap::from_moved(&prepared);
         self.rebind = self
             .statements
             .by_id

@@ -79,6 +79,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BackendConn<S> {
     /// for (the connection would be out of step with the relay).
     pub fn into_inner(self) -> Result<S, ConnError> {
         if !self.io.buf.is_empty() {
+            tracing::warn!(bytes = ?&self.io.buf[..self.io.buf.len().min(64)], "unsolicited data from the backend");
             return Err(ConnError::Unexpected("unsolicited data from the backend"));
         }
         Ok(self.io.io)
@@ -98,6 +99,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BackendConn<S> {
 
     /// Runs one statement; returns its rows (text protocol).
     pub async fn query(&mut self, sql: &str) -> Result<QueryResult, ConnError> {
+        tracing::debug!(sql, "mover query");
         self.command(COM_QUERY, sql.as_bytes()).await?;
         let first = self.read().await?;
         match first.first() {
@@ -117,15 +119,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BackendConn<S> {
             self.read().await?;
         }
         let mut result = QueryResult::default();
+        // A row that does not parse is reported after the whole response
+        // is read, so the connection stays in step.
+        let mut bad = None;
         loop {
             let p = self.read().await?;
             match p.first() {
                 Some(0xff) => return Err(server_error(&p)),
                 Some(0xfe) if p.len() < 0xffffff => {
                     // EOF or OK ending the rows; one result set is all we send.
-                    return Ok(result);
+                    return match bad {
+                        Some(e) => Err(e),
+                        None => Ok(result),
+                    };
                 }
-                _ => result.rows.push(parse_text_row(&p, columns as usize)?),
+                _ => match parse_text_row(&p, columns as usize) {
+                    Ok(row) => result.rows.push(row),
+                    Err(e) => bad = Some(e),
+                },
             }
         }
     }
@@ -185,9 +196,8 @@ fn parse_text_row(p: &[u8], columns: usize) -> Result<Row, ConnError> {
             pos += 1;
             continue;
         }
-        let (len, used) =
+        let (len, start) =
             redirector_ebpf::mysql::read_lenenc(p, pos).ok_or(ConnError::Unexpected("bad row"))?;
-        let start = pos + used;
         let end = start
             .checked_add(len as usize)
             .filter(|&e| e <= p.len())

@@ -26,10 +26,6 @@ const SESSION_ONLY_CARRIED: &[(&str, &str)] = &[
     ("TIMESTAMP", ""),
 ];
 
-/// Most prepared-statement id gaps the mover fills with throwaway
-/// statements to give the client its old ids back.
-const MAX_STATEMENT_GAP: u32 = 65_536;
-
 /// Why a move cannot go ahead (the session stays where it is).
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -522,19 +518,20 @@ fn is_numeric_kind(kind: &str) -> bool {
 }
 
 /// Rebuilds `state` on the target (already logged in with the schema) and
-/// re-prepares `statements` (id → (SQL, parameter count)) under the same
-/// ids. Returns the target's state as read back, for verification.
+/// re-prepares `statements` (client id → (SQL, parameter count)). Returns
+/// the target's state as read back, for verification, and the statements'
+/// new server ids.
 pub async fn rebuild<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut BackendConn<S>,
     state: &SessionState,
     statements: &BTreeMap<u32, (Vec<u8>, u16)>,
-) -> Result<(SessionState, BTreeMap<u32, u16>), StateError> {
+) -> Result<(SessionState, BTreeMap<u32, (u32, u16)>), StateError> {
+    let prepared = reprepare(conn, statements).await?;
     if let Some(set) = state.set_statement()? {
         conn.query(&set).await.map_err(|e| {
             StateError::Failed(format!("state could not be applied on the target: {e}"))
         })?;
     }
-    let prepared = reprepare(conn, statements).await?;
     let names: Vec<String> = state.variables.iter().map(|v| v.name.clone()).collect();
     let r = conn
         .query("SELECT DATABASE()")
@@ -557,53 +554,29 @@ pub async fn rebuild<S: AsyncRead + AsyncWrite + Unpin>(
     ))
 }
 
-/// Prepares each statement so that the server gives it the client's id:
-/// statement ids are a per-connection counter, so gaps are filled with
-/// throwaway statements that are closed afterwards.
+/// Prepares each statement again on the target. The server picks new
+/// ids (on MariaDB the per-connection counter does not restart at 1 when
+/// the server reuses a THD, so the old ids cannot be reproduced); the relay
+/// translates the client's ids from then on. Returns client id → (server
+/// id, parameter count).
 async fn reprepare<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut BackendConn<S>,
     statements: &BTreeMap<u32, (Vec<u8>, u16)>,
-) -> Result<BTreeMap<u32, u16>, StateError> {
-    let mut fillers = Vec::new();
-    let mut next: Option<u32> = None;
+) -> Result<BTreeMap<u32, (u32, u16)>, StateError> {
     let mut out = BTreeMap::new();
-    let failed = |id: u32, e: ConnError| {
-        StateError::Failed(format!(
-            "statement {id} could not be prepared on the target: {e}"
-        ))
-    };
-    for (&want, (sql, params)) in statements {
-        loop {
-            let filler = next.is_some_and(|n| n < want);
-            let p = if filler {
-                conn.prepare(b"SELECT 1").await
-            } else {
-                conn.prepare(sql).await
-            }
-            .map_err(|e| failed(want, e))?;
-            next = Some(p.id.wrapping_add(1));
-            if p.id == want && !filler {
-                if p.params != *params {
-                    return Err(StateError::Failed(format!(
-                        "statement {want} has {} parameters on the target, {params} on the source",
-                        p.params
-                    )));
-                }
-                out.insert(want, p.params);
-                break;
-            }
-            if p.id > want || fillers.len() as u32 >= MAX_STATEMENT_GAP {
-                return Err(StateError::NotMovable(format!(
-                    "prepared statement id {want} cannot be reproduced on the target"
-                )));
-            }
-            fillers.push(p.id);
+    for (&client_id, (sql, params)) in statements {
+        let p = conn.prepare(sql).await.map_err(|e| {
+            StateError::Failed(format!(
+                "statement {client_id} could not be prepared on the target: {e}"
+            ))
+        })?;
+        if p.params != *params {
+            return Err(StateError::Failed(format!(
+                "statement {client_id} has {} parameters on the target, {params} on the source",
+                p.params
+            )));
         }
-    }
-    for id in fillers {
-        conn.close_statement(id)
-            .await
-            .map_err(|e| StateError::Failed(format!("closing a placeholder statement: {e}")))?;
+        out.insert(client_id, (p.id, p.params));
     }
     Ok(out)
 }

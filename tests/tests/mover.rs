@@ -1,0 +1,526 @@
+//! Session moves through the real daemon and real MariaDB servers: state
+//! carried over, not-movable reasons, wait timeout and FORCE, drain,
+//! rebalance. Moves are requested over the REST API.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use mysql_async::prelude::*;
+use mysql_async::{Conn, OptsBuilder, Row, Value as SqlValue};
+use redirector_tests::daemon::{app_users_toml, free_port, servers_toml, Redirector};
+use redirector_tests::*;
+use serde_json::{json, Value};
+
+struct Bed {
+    bed: TestBed,
+    daemon: Redirector,
+    http: String,
+    client: reqwest::Client,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        // Tests fail with Err (no panic), so the harness would not show it.
+        if std::env::var_os("REDIRECTOR_TEST_SHOW_LOG").is_some() {
+            eprintln!("---- daemon log ----\n{}", self.daemon.log());
+        }
+    }
+}
+
+impl Bed {
+    /// `n` servers behind a userspace-mode daemon, round-robin placement.
+    async fn start(n: usize) -> Result<Bed> {
+        let bed = TestBed::start(n)?;
+        let http = format!("127.0.0.1:{}", free_port()?);
+        let servers: Vec<&MariaDb> = bed.servers().iter().collect();
+        let clusters: Vec<String> = servers
+            .iter()
+            .map(|s| format!("{{\"clusterId\":\"{}\",\"weight\":10}}", s.name))
+            .collect();
+        let policy = format!(
+            "{{\"version\":1,\"clusterResourceGroups\":[{{\"groupId\":\"default\",\"clusters\":[{}],\"scalingPolicy\":\"session-round-robin\"}}]}}",
+            clusters.join(",")
+        );
+        let cfg = format!(
+            "[datapath]\nmode = \"userspace\"\n\n[admin]\nsql_address = \"127.0.0.1:{}\"\nhttp_address = \"{http}\"\n\n[mover]\ndefault_wait_timeout_s = 5\n\n[policy]\ninline = '{policy}'\n\n{}{}",
+            free_port()?,
+            app_users_toml(),
+            servers_toml(&servers)
+        );
+        let daemon = Redirector::start(&cfg)?;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        let b = Bed {
+            bed,
+            daemon,
+            http,
+            client,
+        };
+        for _ in 0..100 {
+            if b.get("/v1/servers").await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(b)
+    }
+
+    async fn conn(&self) -> Result<Conn> {
+        let opts = OptsBuilder::default()
+            .ip_or_hostname(self.daemon.addr.ip().to_string())
+            .tcp_port(self.daemon.addr.port())
+            .user(Some(APP_USER))
+            .pass(Some(APP_PASSWORD))
+            .db_name(Some(TEST_DB))
+            // Never reconnect over the backend's unix socket.
+            .prefer_socket(false);
+        Ok(Conn::new(opts).await?)
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        let r = self
+            .client
+            .get(format!("http://{}{path}", self.http))
+            .send()
+            .await?;
+        Ok(r.json().await?)
+    }
+
+    /// POSTs and returns (status, body).
+    async fn post(&self, path: &str, body: Value) -> Result<(u16, Value)> {
+        let r = self
+            .client
+            .post(format!("http://{}{path}", self.http))
+            .json(&body)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        let v = serde_json::from_str(&text).with_context(|| format!("{path}: {text}"))?;
+        Ok((status, v))
+    }
+
+    async fn move_to(&self, ids: &[u64], to: &str, wait: f64, force: bool) -> Result<(u16, Value)> {
+        self.post(
+            "/v1/sessions/move",
+            json!({"sessions": ids, "to": to, "wait_timeout_s": wait, "force": force}),
+        )
+        .await
+    }
+
+    /// The server name a session's port belongs to, and the other one.
+    fn names_for(&self, port: u16) -> (String, String) {
+        let here = self
+            .bed
+            .servers()
+            .iter()
+            .find(|s| s.port == port)
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        let other = self
+            .bed
+            .servers()
+            .iter()
+            .find(|s| s.port != port)
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        (here, other)
+    }
+
+    fn port_of(&self, name: &str) -> u16 {
+        self.bed.server(name).map(|s| s.port).unwrap_or(0)
+    }
+}
+
+/// The session's id in the redirector = the connection id it was given.
+fn session_id(c: &Conn) -> u64 {
+    u64::from(c.id())
+}
+
+async fn port(c: &mut Conn) -> Result<u16> {
+    Ok(c.query_first::<u16, _>("SELECT @@port").await?.unwrap_or(0))
+}
+
+/// Everything a client can see of the session state we set up.
+const STATE_QUERY: &str = "SELECT @@sort_buffer_size, @@sql_mode, @@time_zone, \
+    @@character_set_client, @@character_set_connection, @@character_set_results, @@collation_connection, \
+    DATABASE(), @@autocommit, @@tx_isolation, @@max_statement_time, \
+    @i, @u, @dec, @dbl, @s, HEX(@b), @n IS NULL, \
+    COLLATION(@s), CHARSET(@b), LAST_INSERT_ID()";
+
+async fn state(c: &mut Conn) -> Result<Vec<SqlValue>> {
+    let row: Row = c
+        .query_first(STATE_QUERY)
+        .await?
+        .context("state query returned nothing")?;
+    Ok(row.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_carries_every_kind_of_state() -> Result<()> {
+    let b = Bed::start(2).await?;
+    for s in b.bed.servers() {
+        s.sql("CREATE DATABASE IF NOT EXISTS mover_db; CREATE TABLE IF NOT EXISTS mover_db.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")?;
+    }
+    let mut c = b.conn().await?;
+    let (here, there) = b.names_for(port(&mut c).await?);
+    // Statement 1 is closed again: the target must fill the id gap.
+    let gap = c.prep("SELECT 1").await?;
+    let stmt = c.prep("SELECT ? + 1, @s").await?;
+    c.close(gap).await?;
+    c.query_drop(
+        "SET SESSION sort_buffer_size = 1048576, \
+         sql_mode = 'ANSI_QUOTES,NO_BACKSLASH_ESCAPES', time_zone = '+05:30', \
+         max_statement_time = 12.5",
+    )
+    .await?;
+    c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+        .await?;
+    c.query_drop("SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci")
+        .await?;
+    c.query_drop("USE mover_db").await?;
+    c.query_drop(
+        "SET @i = -42, @u = 18446744073709551615, @dec = 1.50, @dbl = 1.5e100, \
+         @s = _utf8mb4 'h\u{e9}llo ''quoted'' \\\\ back', @b = _binary X'00FF27', @n = NULL",
+    )
+    .await?;
+    c.query_drop("SET autocommit = 0").await?;
+    c.query_drop("INSERT INTO t (v) VALUES (1)").await?;
+    c.query_drop("COMMIT").await?;
+    let before = state(&mut c).await?;
+
+    let (status, body) = b.move_to(&[session_id(&c)], &there, 5.0, false).await?;
+    ensure!(status == 200, "move failed: {status} {body}");
+    ensure!(body["moved"][0]["to_server"] == there.as_str(), "{body}");
+
+    ensure!(
+        port(&mut c).await? == b.port_of(&there),
+        "session still on {here}"
+    );
+    let after = state(&mut c).await?;
+    ensure!(
+        before == after,
+        "state differs after the move:\nbefore {before:?}\nafter  {after:?}"
+    );
+    // The prepared statement, executed again with its old id.
+    let (x, s): (i64, String) = c.exec_first(&stmt, (41,)).await?.context("no row")?;
+    ensure!(x == 42 && s.starts_with("h\u{e9}llo"), "{x} {s}");
+    // autocommit=0 survived: this insert is invisible to others until COMMIT.
+    c.query_drop("INSERT INTO t (v) VALUES (2)").await?;
+    let other = b.bed.server(&there).context("target")?;
+    let visible = other.sql("SELECT COUNT(*) FROM mover_db.t WHERE v = 2")?;
+    ensure!(visible.trim() == "0", "autocommit was not 0: {visible}");
+    c.query_drop("ROLLBACK").await?;
+
+    let sessions = b.get("/v1/sessions").await?;
+    let me = sessions
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["session_id"] == session_id(&c)))
+        .context("session listed")?;
+    ensure!(
+        me["server_name"] == there.as_str() && me["moves"] == 1,
+        "{me}"
+    );
+    let moves = b.get("/v1/moves").await?;
+    ensure!(moves[0]["result"] == "ok", "{moves}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_and_back_keeps_new_statements_working() -> Result<()> {
+    let b = Bed::start(2).await?;
+    let mut c = b.conn().await?;
+    let (here, there) = b.names_for(port(&mut c).await?);
+    let s1 = c.prep("SELECT CONCAT(?, 'x')").await?;
+    for (round, to) in [&there, &here, &there].into_iter().enumerate() {
+        let (status, body) = b.move_to(&[session_id(&c)], to, 5.0, false).await?;
+        ensure!(status == 200, "round {round}: {body}");
+        ensure!(port(&mut c).await? == b.port_of(to));
+        let v: String = c.exec_first(&s1, ("a",)).await?.context("row")?;
+        ensure!(v == "ax");
+        // A statement prepared after a move gets an id that works too.
+        let s2 = c.prep(format!("SELECT {round} + ?")).await?;
+        let n: i64 = c.exec_first(&s2, (1,)).await?.context("row")?;
+        ensure!(n == round as i64 + 1);
+    }
+    Ok(())
+}
+
+/// The move of a session in each not-movable state fails with its reason,
+/// and the session keeps working where it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_movable_reasons() -> Result<()> {
+    let b = Bed::start(2).await?;
+    for s in b.bed.servers() {
+        s.sql("CREATE TABLE IF NOT EXISTS test.lk (a INT)")?;
+    }
+    let cases: &[(&str, &str, &str)] = &[
+        ("START TRANSACTION", "open transaction", "COMMIT"),
+        (
+            "CREATE TEMPORARY TABLE tmp1 (a INT)",
+            "temporary table",
+            "DROP TEMPORARY TABLE tmp1",
+        ),
+        (
+            "DO GET_LOCK('mover-test', 5)",
+            "GET_LOCK",
+            "DO RELEASE_ALL_LOCKS()",
+        ),
+        ("LOCK TABLES lk READ", "LOCK TABLES", "UNLOCK TABLES"),
+        (
+            "XA START 'xid1'",
+            "XA transaction",
+            "XA END 'xid1'; XA ROLLBACK 'xid1'",
+        ),
+        (
+            "PREPARE sqlps FROM 'SELECT 1'",
+            "SQL prepared statement",
+            "DEALLOCATE PREPARE sqlps",
+        ),
+    ];
+    for (setup, reason, undo) in cases {
+        let mut c = b.conn().await?;
+        let (here, there) = b.names_for(port(&mut c).await?);
+        c.query_drop(*setup).await?;
+        let (status, body) = b.move_to(&[session_id(&c)], &there, 0.5, false).await?;
+        ensure!(status == 409, "{setup}: moved anyway: {body}");
+        let err = body["error"].as_str().unwrap_or_default();
+        ensure!(
+            err.contains(&session_id(&c).to_string()) && err.contains(reason),
+            "{setup}: error does not name the session and '{reason}': {err}"
+        );
+        ensure!(
+            port(&mut c).await? == b.port_of(&here),
+            "{setup}: session left"
+        );
+        for stmt in undo.split("; ") {
+            c.query_drop(stmt).await?;
+        }
+        // Once the state is gone, the same session moves.
+        let (status, body) = b.move_to(&[session_id(&c)], &there, 5.0, false).await?;
+        ensure!(status == 200, "{setup}: after '{undo}': {body}");
+        ensure!(port(&mut c).await? == b.port_of(&there));
+    }
+    // The registry shows the reason without a move being tried.
+    let mut c = b.conn().await?;
+    c.query_drop("CREATE TEMPORARY TABLE tmp2 (a INT)").await?;
+    let sessions = b.get("/v1/sessions").await?;
+    let me = sessions
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["session_id"] == session_id(&c)))
+        .context("listed")?;
+    ensure!(
+        me["movable"] == false
+            && me["not_movable_reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("temporary table"),
+        "{me}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_timeout_then_commit_moves() -> Result<()> {
+    let b = Bed::start(2).await?;
+    let mut c = b.conn().await?;
+    let (_, there) = b.names_for(port(&mut c).await?);
+    c.query_drop("START TRANSACTION").await?;
+    c.query_drop("SELECT 1").await?;
+    let id = session_id(&c);
+    // The move waits while the transaction is open, and goes once it ends.
+    let mover = {
+        let client = b.client.clone();
+        let url = format!("http://{}/v1/sessions/move", b.http);
+        let there = there.clone();
+        tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .json(&json!({"sessions": [id], "to": there, "wait_timeout_s": 20}))
+                .send()
+                .await?;
+            anyhow::Ok((r.status().as_u16(), r.text().await?))
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    ensure!(
+        !mover.is_finished(),
+        "the move did not wait for the transaction"
+    );
+    c.query_drop("COMMIT").await?;
+    let (status, text) = mover.await??;
+    ensure!(status == 200, "{text}");
+    ensure!(port(&mut c).await? == b.port_of(&there));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_kills_the_running_statement_then_moves() -> Result<()> {
+    let b = Bed::start(2).await?;
+    let mut c = b.conn().await?;
+    let (here, there) = b.names_for(port(&mut c).await?);
+    let id = session_id(&c);
+    let sleeper = tokio::spawn(async move {
+        let r = c.query_drop("SELECT SLEEP(30)").await;
+        (c, r)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Without FORCE: times out, naming the busy session.
+    let (status, body) = b.move_to(&[id], &there, 0.5, false).await?;
+    ensure!(status == 409, "{body}");
+    ensure!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&id.to_string()),
+        "{body}"
+    );
+    let started = std::time::Instant::now();
+    let (status, body) = b.move_to(&[id], &there, 0.5, true).await?;
+    ensure!(status == 200, "FORCE: {body}");
+    let (mut c, r) = sleeper.await?;
+    ensure!(
+        started.elapsed() < Duration::from_secs(10),
+        "the statement was not killed"
+    );
+    // SLEEP() killed by KILL QUERY returns 1 rather than an error in
+    // MariaDB; either way the client got its answer and is on the target.
+    let _ = r;
+    ensure!(port(&mut c).await? == b.port_of(&there), "still on {here}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_rebalance_and_remove() -> Result<()> {
+    let mut b = Bed::start(2).await?;
+    let mut conns = Vec::new();
+    for _ in 0..6 {
+        conns.push(b.conn().await?);
+    }
+    let db1 = b.bed.servers()[0].name.clone();
+    let db2 = b.bed.servers()[1].name.clone();
+    // One session in a transaction: the drain times out naming it.
+    conns[0].query_drop("START TRANSACTION").await?;
+    let busy = session_id(&conns[0]);
+    let on_db1 = port(&mut conns[0]).await? == b.port_of(&db1);
+    let (status, body) = b
+        .post(
+            &format!("/v1/servers/{db1}/drain"),
+            json!({"wait_timeout_s": 1}),
+        )
+        .await?;
+    if on_db1 {
+        ensure!(status == 409, "{body}");
+        ensure!(body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&busy.to_string()));
+    } else {
+        ensure!(status == 200, "{body}");
+    }
+    // New sessions avoid the draining server.
+    let mut newcomer = b.conn().await?;
+    ensure!(port(&mut newcomer).await? == b.port_of(&db2));
+    conns[0].query_drop("COMMIT").await?;
+    // The background sweep moves the last one as soon as it is idle.
+    let mut drained = false;
+    for _ in 0..40 {
+        let servers = b.get("/v1/servers").await?;
+        if servers[0]["state"] == "drained" && servers[0]["sessions"] == 0 {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    ensure!(
+        drained,
+        "db1 never drained: {}",
+        b.get("/v1/servers").await?
+    );
+    for c in conns.iter_mut() {
+        ensure!(port(c).await? == b.port_of(&db2));
+    }
+    // Undrain, add a third server, rebalance: 7 sessions spread 3/2/2.
+    let r = b
+        .client
+        .delete(format!("http://{}/v1/servers/{db1}/drain", b.http))
+        .send()
+        .await?;
+    ensure!(r.status() == 200);
+    let db3 = b.bed.add_server()?;
+    let (db3_name, db3_addr) = (db3.name.clone(), db3.addr().to_string());
+    let (status, body) = b
+        .post(
+            "/v1/servers",
+            json!({"name": db3_name, "address": db3_addr, "weight": 10}),
+        )
+        .await?;
+    ensure!(status == 201, "{body}");
+    let (status, body) = b.post("/v1/rebalance", json!({})).await?;
+    ensure!(status == 200, "{body}");
+    let servers = b.get("/v1/servers").await?;
+    let counts: Vec<u64> = servers
+        .as_array()
+        .context("servers")?
+        .iter()
+        .map(|s| s["sessions"].as_u64().unwrap_or(99))
+        .collect();
+    let mut sorted = counts.clone();
+    sorted.sort();
+    ensure!(sorted == vec![2, 2, 3], "after rebalance: {servers}");
+    // Every client still works where the daemon says it is.
+    conns.push(newcomer);
+    for c in conns.iter_mut() {
+        c.query_drop("SELECT 1").await?;
+    }
+    // Remove db3: its sessions go elsewhere, then it is gone.
+    let r = b
+        .client
+        .delete(format!("http://{}/v1/servers/{db3_name}", b.http))
+        .send()
+        .await?;
+    let status = r.status();
+    let text = r.text().await?;
+    ensure!(status == 200, "{text}");
+    let servers = b.get("/v1/servers").await?;
+    ensure!(servers.as_array().map(|a| a.len()) == Some(2), "{servers}");
+    for c in conns.iter_mut() {
+        let p = port(c).await?;
+        ensure!(p == b.port_of(&db1) || p == b.port_of(&db2));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_move_requests_are_refused_clearly() -> Result<()> {
+    let b = Bed::start(2).await?;
+    let c = b.conn().await?;
+    let (status, body) = b.move_to(&[999_999], "db2", 1.0, false).await?;
+    ensure!(
+        status == 404
+            && body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("999999"),
+        "{body}"
+    );
+    let (status, body) = b.move_to(&[session_id(&c)], "nope", 1.0, false).await?;
+    ensure!(
+        status == 404
+            && body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("'nope'"),
+        "{body}"
+    );
+    let (status, body) = b
+        .post(
+            "/v1/sessions/move",
+            json!({"sessions": "some", "to": "db1"}),
+        )
+        .await?;
+    ensure!(status == 400, "{body}");
+    Ok(())
+}
