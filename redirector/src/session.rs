@@ -83,6 +83,9 @@ pub struct MoveRequest {
     pub reply: oneshot::Sender<MoveReply>,
 }
 
+/// Reason given to a move request replaced by a newer one for the same session.
+pub const SUPERSEDED: &str = "superseded by a newer move request for the session";
+
 /// What the relay did with a [`MoveRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MoveReply {
@@ -180,7 +183,14 @@ impl Session {
     /// Asks the relay to move the session. A request still pending is
     /// replaced (its requester sees the session as gone).
     pub fn request_move(&self, req: MoveRequest) {
-        *self.pending_move.lock().unwrap_or_else(|e| e.into_inner()) = Some(req);
+        let old = self
+            .pending_move
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(req);
+        if let Some(old) = old {
+            let _ = old.reply.send(MoveReply::Failed(SUPERSEDED.into()));
+        }
         self.move_wakeup.notify_one();
     }
 
@@ -198,6 +208,8 @@ impl Session {
         let mut p = self.pending_move.lock().unwrap_or_else(|e| e.into_inner());
         if p.is_none() {
             *p = Some(req);
+        } else {
+            let _ = req.reply.send(MoveReply::Failed(SUPERSEDED.into()));
         }
     }
 

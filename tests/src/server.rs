@@ -182,7 +182,7 @@ impl MariaDb {
             // when a 'localhost' entry exists, and lookups add latency.
             "--skip-name-resolve".to_string(),
             "--skip-log-bin".to_string(),
-            "--max-connections=1000".to_string(),
+            "--max-connections=3000".to_string(),
             "--character-set-server=utf8mb4".to_string(),
             "--collation-server=utf8mb4_general_ci".to_string(),
             // Durability is not what the bed tests; speed is.

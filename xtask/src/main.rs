@@ -4,6 +4,7 @@
 //! and every other subcommand that needs it runs `setup` first, so the
 //! README's two commands work on a bare machine.
 
+mod bench;
 mod demo;
 mod fuzz;
 mod setup;
@@ -46,8 +47,19 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Benchmark: sysbench direct vs HAProxy vs redirector userspace vs eBPF.
-    Bench,
+    /// Benchmark: sysbench direct vs HAProxy vs redirector userspace vs eBPF,
+    /// then move latency, memory per idle session and rebalance time.
+    Bench {
+        /// Length of each sysbench run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Idle sessions for the memory and rebalance measurements.
+        #[arg(long, default_value_t = 1000)]
+        sessions: usize,
+        /// Single-session moves timed for the latency percentiles.
+        #[arg(long, default_value_t = 500)]
+        latency_moves: usize,
+    },
     /// Bounded fuzzing of every target in fuzz/ (cargo-fuzz, nightly); fails on a crash.
     Fuzz {
         /// Time per target.
@@ -90,9 +102,21 @@ fn main() -> Result<()> {
             setup::setup()?;
             fuzz::run_fuzz(seconds)
         }
-        Command::Bench => bail!(
-            "`cargo xtask bench` is not implemented yet: it arrives with the eBPF data path (issue #4)"
-        ),
+        Command::Bench {
+            seconds,
+            sessions,
+            latency_moves,
+        } => {
+            setup::setup()?;
+            build()?;
+            // The harness finds the daemon it just built.
+            std::env::set_var("REDIRECTOR_BIN", redirector_bin());
+            bench::bench(&bench::Options {
+                seconds,
+                idle_sessions: sessions,
+                latency_moves,
+            })
+        }
     }
 }
 

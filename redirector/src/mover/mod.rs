@@ -414,6 +414,9 @@ async fn move_one_logged(
         Err(_) => return finish(move_result::TIMEOUT, busy_reason(session)),
     };
     match reply {
+        Ok(MoveReply::Failed(why)) if why == crate::session::SUPERSEDED => {
+            finish(move_result::FAILED, why)
+        }
         // The relay recorded the attempt itself.
         Ok(reply) => record_for(session, &from, to, requested_by, &reply, started),
         Err(_) => finish(move_result::FAILED, "session ended".into()),

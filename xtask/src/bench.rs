@@ -1,0 +1,392 @@
+//! `cargo xtask bench`: sysbench through each data path, interleaved in one
+//! run, with ratios to a direct connection; then move latency, memory per
+//! idle session and the time to rebalance idle sessions onto a new server.
+//! Writes `target/bench/latest.json`.
+
+use std::fmt::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use redirector_tests::daemon::{app_users_toml, free_port, servers_toml, Redirector};
+use redirector_tests::{MariaDb, TestBed, APP_PASSWORD, APP_USER, TEST_DB};
+use serde_json::{json, Value};
+
+use crate::util::{project_root, step};
+
+const TESTS: [&str; 2] = ["oltp_point_select", "oltp_read_only"];
+const THREADS: [u32; 3] = [1, 16, 64];
+const TABLES: &str = "4";
+const TABLE_SIZE: &str = "10000";
+
+/// One way to reach the server.
+struct BenchPath {
+    name: &'static str,
+    port: Option<u16>,
+    /// Why the path could not be measured.
+    unavailable: Option<String>,
+}
+
+pub struct Options {
+    pub seconds: u64,
+    pub idle_sessions: usize,
+    pub latency_moves: usize,
+}
+
+pub fn bench(opts: &Options) -> Result<()> {
+    step("starting MariaDB servers");
+    let mut bed = TestBed::start(2)?;
+    let db1 = bed.servers()[0].clone_handle();
+    let db2 = bed.servers()[1].clone_handle();
+    step("preparing sysbench tables on db1");
+    sysbench(&db1.port, "oltp_point_select", 1, 1, "prepare")?;
+
+    let haproxy = HaProxy::start(db1.port)?;
+    let userspace = daemon(&[&bed.servers()[0]], "userspace")?;
+    let ebpf = daemon(&[&bed.servers()[0]], "ebpf");
+    let paths = vec![
+        BenchPath {
+            name: "direct",
+            port: Some(db1.port),
+            unavailable: None,
+        },
+        BenchPath {
+            name: "haproxy",
+            port: Some(haproxy.port),
+            unavailable: None,
+        },
+        BenchPath {
+            name: "redirector-userspace",
+            port: Some(userspace.addr.port()),
+            unavailable: None,
+        },
+        match &ebpf {
+            Ok(d) => BenchPath {
+                name: "redirector-ebpf",
+                port: Some(d.addr.port()),
+                unavailable: None,
+            },
+            Err(e) => BenchPath {
+                name: "redirector-ebpf",
+                port: None,
+                unavailable: Some(first_line(&format!("{e:#}"))),
+            },
+        },
+    ];
+
+    let mut results = Vec::new();
+    for test in TESTS {
+        for threads in THREADS {
+            let mut direct_tps = None;
+            // Interleaved: every path for this cell before the next cell.
+            for p in &paths {
+                let Some(port) = p.port else { continue };
+                step(&format!("{test} {threads} threads via {}", p.name));
+                let r = sysbench_run(port, test, threads, opts.seconds)?;
+                if p.name == "direct" {
+                    direct_tps = Some(r.tps);
+                }
+                results.push(json!({
+                    "test": test, "threads": threads, "path": p.name,
+                    "tps": r.tps, "qps": r.qps, "p95_ms": r.p95_ms, "errors": r.errors,
+                    "ratio_to_direct": direct_tps.map(|d| if d > 0.0 { r.tps / d } else { 0.0 }),
+                }));
+            }
+        }
+    }
+    drop(userspace);
+    drop(ebpf);
+    drop(haproxy);
+
+    step("moves: idle-session memory, move latency, rebalance onto a new server");
+    let moves = move_bench(&mut bed, &db1, &db2, opts)?;
+
+    let unavailable: Vec<Value> = paths
+        .iter()
+        .filter_map(|p| {
+            p.unavailable
+                .as_ref()
+                .map(|why| json!({"path": p.name, "reason": why}))
+        })
+        .collect();
+    let report = json!({
+        "seconds_per_run": opts.seconds,
+        "sysbench": results,
+        "unavailable": unavailable,
+        "moves": moves,
+        "machine": machine(),
+    });
+    let dir = project_root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join("latest.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+    println!("{}", table(&report));
+    println!("JSON: {}", out.display());
+    Ok(())
+}
+
+struct Handle {
+    port: u16,
+    name: String,
+    addr: String,
+}
+
+trait CloneHandle {
+    fn clone_handle(&self) -> Handle;
+}
+
+impl CloneHandle for MariaDb {
+    fn clone_handle(&self) -> Handle {
+        Handle {
+            port: self.port,
+            name: self.name.clone(),
+            addr: self.addr().to_string(),
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .rev()
+        .find(|l| l.contains("ERROR") || l.contains("error"))
+        .or_else(|| s.lines().next())
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect()
+}
+
+fn daemon(servers: &[&MariaDb], mode: &str) -> Result<Redirector> {
+    let cfg = format!(
+        "[datapath]\nmode = \"{mode}\"\n\n[listen]\naddress = \"{{listen}}\"\nmax_connections = 5000\n\n{}{}",
+        app_users_toml(),
+        servers_toml(servers)
+    );
+    Redirector::start(&cfg)
+}
+
+fn sysbench_base(port: &u16, test: &str, threads: u32) -> Command {
+    let mut c = Command::new("sysbench");
+    c.arg(test).args([
+        "--db-driver=mysql",
+        "--mysql-host=127.0.0.1",
+        &format!("--mysql-port={port}"),
+        &format!("--mysql-user={APP_USER}"),
+        &format!("--mysql-password={APP_PASSWORD}"),
+        &format!("--mysql-db={TEST_DB}"),
+        &format!("--tables={TABLES}"),
+        &format!("--table-size={TABLE_SIZE}"),
+        &format!("--threads={threads}"),
+    ]);
+    c
+}
+
+fn sysbench(port: &u16, test: &str, threads: u32, seconds: u64, action: &str) -> Result<String> {
+    let out = sysbench_base(port, test, threads)
+        .arg(format!("--time={seconds}"))
+        .arg(action)
+        .output()
+        .context("running sysbench (is `cargo xtask setup` done?)")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "sysbench {test} {action} failed: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(text)
+}
+
+struct RunResult {
+    tps: f64,
+    qps: f64,
+    p95_ms: f64,
+    errors: f64,
+}
+
+fn per_sec(text: &str, label: &str) -> f64 {
+    text.lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .and_then(|l| l.split('(').nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn sysbench_run(port: u16, test: &str, threads: u32, seconds: u64) -> Result<RunResult> {
+    let text = sysbench(&port, test, threads, seconds, "run")?;
+    let p95_ms = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("95th percentile:"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    Ok(RunResult {
+        tps: per_sec(&text, "transactions:"),
+        qps: per_sec(&text, "queries:"),
+        p95_ms,
+        errors: per_sec(&text, "ignored errors:"),
+    })
+}
+
+struct HaProxy {
+    child: Child,
+    port: u16,
+}
+
+impl HaProxy {
+    fn start(backend: u16) -> Result<HaProxy> {
+        let port = free_port()?;
+        let dir = std::env::temp_dir().join(format!("redirector-bench-haproxy-{port}"));
+        std::fs::create_dir_all(&dir)?;
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global\n  maxconn 4096\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n\n\
+                 listen mysql\n  bind 127.0.0.1:{port}\n  option tcp-smart-accept\n  server db1 127.0.0.1:{backend}\n"
+            ),
+        )?;
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting haproxy (is `cargo xtask setup` done?)")?;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(HaProxy { child, port });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("haproxy did not listen on {port}")
+    }
+}
+
+impl Drop for HaProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn move_bench(bed: &mut TestBed, db1: &Handle, db2: &Handle, opts: &Options) -> Result<Value> {
+    let db3 = bed.add_server()?;
+    let db3 = db3.clone_handle();
+    let http = format!("127.0.0.1:{}", free_port()?);
+    // Idle sessions spread over db1 and db2; db3 joins for the rebalance.
+    let policy = format!(
+        "{{\"version\":1,\"clusterResourceGroups\":[{{\"groupId\":\"default\",\"clusters\":[{{\"clusterId\":\"{}\",\"weight\":10}},{{\"clusterId\":\"{}\",\"weight\":10}}],\"scalingPolicy\":\"session-round-robin\"}}]}}",
+        db1.name, db2.name
+    );
+    let cfg = format!(
+        "[datapath]\nmode = \"userspace\"\n\n[listen]\naddress = \"{{listen}}\"\nmax_connections = 5000\n\n\
+         [admin]\nsql_address = \"127.0.0.1:{}\"\nhttp_address = \"{http}\"\n\n[mover]\nrebalance_rate = 100000\n\n\
+         [policy]\ninline = '{policy}'\n\n{}\
+         [[servers]]\nname = \"{}\"\naddress = \"{}\"\n\n[[servers]]\nname = \"{}\"\naddress = \"{}\"\n\n",
+        free_port()?,
+        app_users_toml(),
+        db1.name,
+        db1.addr,
+        db2.name,
+        db2.addr
+    );
+    let d = Redirector::start(&cfg)?;
+    let out = Command::new(env_or("CARGO", "cargo"))
+        .current_dir(project_root())
+        .args([
+            "run",
+            "--release",
+            "-q",
+            "-p",
+            "redirector-tests",
+            "--example",
+            "bench_moves",
+            "--",
+        ])
+        .args(["--listen", &d.addr.to_string()])
+        .args(["--http", &http])
+        .args(["--pid", &d.pid().to_string()])
+        .args(["--sessions", &opts.idle_sessions.to_string()])
+        .args(["--latency-moves", &opts.latency_moves.to_string()])
+        .args(["--from", &db1.name, "--to", &db2.name])
+        .args(["--new-server", &format!("{}={}", db3.name, db3.addr)])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the move benchmark")?;
+    if !out.status.success() {
+        bail!("move benchmark failed:\n{}", d.log());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("move benchmark output: {text}"))
+}
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_string())
+}
+
+fn machine() -> Value {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    json!({"cpus": cpus, "kernel": kernel.trim()})
+}
+
+fn table(report: &Value) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n{:<18} {:>7} {:<22} {:>10} {:>10} {:>8} {:>8}",
+        "test", "threads", "path", "tps", "qps", "p95 ms", "ratio"
+    );
+    for r in report["sysbench"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "{:<18} {:>7} {:<22} {:>10.1} {:>10.1} {:>8.2} {:>8}",
+            r["test"].as_str().unwrap_or(""),
+            r["threads"],
+            r["path"].as_str().unwrap_or(""),
+            r["tps"].as_f64().unwrap_or(0.0),
+            r["qps"].as_f64().unwrap_or(0.0),
+            r["p95_ms"].as_f64().unwrap_or(0.0),
+            r["ratio_to_direct"]
+                .as_f64()
+                .map_or("-".to_string(), |v| format!("{v:.2}")),
+        );
+    }
+    for u in report["unavailable"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "not measured: {} ({})",
+            u["path"].as_str().unwrap_or(""),
+            u["reason"].as_str().unwrap_or("")
+        );
+    }
+    let m = &report["moves"];
+    let _ = writeln!(
+        s,
+        "\nmoves of idle sessions: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} moves; REST request p50 {:.2} ms)",
+        m["move_latency_ms"]["p50"].as_f64().unwrap_or(f64::NAN),
+        m["move_latency_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
+        m["move_latency_ms"]["max"].as_f64().unwrap_or(f64::NAN),
+        m["move_latency_ms"]["moves"],
+        m["move_latency_ms"]["request_p50"].as_f64().unwrap_or(f64::NAN),
+    );
+    let _ = writeln!(
+        s,
+        "rebalance of {} idle sessions onto a new server: {} moved in {:.3} s",
+        m["rebalance"]["sessions"],
+        m["rebalance"]["moved"],
+        m["rebalance"]["seconds"].as_f64().unwrap_or(f64::NAN)
+    );
+    let _ = writeln!(
+        s,
+        "memory per idle session: {:.1} KiB",
+        m["memory_per_idle_session_kib"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    );
+    s
+}
