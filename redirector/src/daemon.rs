@@ -76,6 +76,7 @@ pub async fn serve(
     let local = listener.local_addr()?;
     tracing::info!(address = %local, servers = shared.backends.all().len(), "redirector listening");
     let _admin_http = crate::admin::http::start(shared.clone()).await?;
+    let _admin_sql = crate::admin::sql::start(shared.clone()).await?;
     learn_greeting(&shared).await;
     if let Err(e) = shared.accounts.reload(&addresses(&shared)).await {
         tracing::warn!(error = %e, "could not load accounts from the backends (will retry on demand)");

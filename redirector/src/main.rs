@@ -28,6 +28,8 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Operator CLI over the REST API (admin.http_address).
+    Ctl(redirector::admin::ctl::CtlArgs),
     /// Load or unload the eBPF programs, pinned under a bpffs directory.
     #[command(hide = true)]
     Ebpf {
@@ -46,14 +48,18 @@ enum EbpfAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // The CLI client prints its own results and errors; it does not log.
+    if !matches!(cli.command, Command::Ctl(_)) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let result = match cli.command {
+        Command::Ctl(args) => return redirector::admin::ctl::main(args),
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config),
         Command::Ebpf {

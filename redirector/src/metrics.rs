@@ -97,7 +97,9 @@ pub mod move_reason {
     pub const DRAIN: &str = "drain";
     /// `CONTROL REBALANCE` / `POST /v1/rebalance`.
     pub const REBALANCE: &str = "rebalance";
-    pub const ALL: [&str; 3] = [OPERATOR, DRAIN, REBALANCE];
+    /// The session's server failed; the session was carried to another.
+    pub const FAILOVER: &str = "failover";
+    pub const ALL: [&str; 4] = [OPERATOR, DRAIN, REBALANCE, FAILOVER];
 }
 
 /// Values of the `kind` label of `redirector_errors_total`. Any

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::policy::{Candidate, Placement};
 use crate::protocol::constants::capability::*;
 use crate::protocol::{
-    self, parse_client_hello, parse_logical, recover_sha1_password, AuthSwitchRequest,
+    self, parse_client_hello, parse_logical, verify_native_password, AuthSwitchRequest,
     BackendLogin, BackendLoginParams, ClientHello, ErrPacket, HandshakeResponse, InitialHandshake,
     LoginStep, ProtocolError, Sha1Hash,
 };
@@ -300,6 +300,21 @@ pub struct LoginState {
     pub capabilities: u32,
     pub user: String,
     pub sha1_password: Option<Sha1Hash>,
+    /// `session_track_state_change` is on for the backend connection.
+    pub state_tracked: bool,
+}
+
+/// Statement that turns on state-change tracking on a backend connection.
+pub const TRACK_STATE_CHANGES: &str = "SET SESSION session_track_state_change = ON";
+
+/// Turns on `session_track_state_change` on a fresh backend connection.
+async fn enable_state_tracking(stream: TcpStream, caps: u32) -> Result<TcpStream, LoginError> {
+    let mut conn = crate::mover::conn::BackendConn::new(stream, caps);
+    conn.query(TRACK_STATE_CHANGES)
+        .await
+        .map_err(|e| LoginError::Io(std::io::Error::other(e.to_string())))?;
+    conn.into_inner()
+        .map_err(|e| LoginError::Io(std::io::Error::other(e.to_string())))
 }
 
 struct Established {
@@ -392,11 +407,9 @@ async fn connect(
     }
 
     let servers: Vec<SocketAddr> = shared.backends.all().iter().map(|b| b.address).collect();
-    let check = |stored: Option<crate::accounts::StoredHash>| match stored {
-        None => None,
-        Some(None) if auth_response.is_empty() => Some(None),
-        Some(None) => None,
-        Some(Some(stored)) => recover_sha1_password(&auth_response, &scramble, &stored).map(Some),
+    // None: unknown user; Some(None): known, without a password.
+    let check = |stored: Option<crate::accounts::StoredHash>| {
+        stored.and_then(|s| verify_native_password(&auth_response, &scramble, s.as_ref()))
     };
     let mut sha1_password = check(shared.accounts.lookup(&user, &servers).await);
     if sha1_password.is_none() {
@@ -469,6 +482,21 @@ async fn connect(
                     );
                     continue;
                 }
+                // Session tracking lets the relay know when the state changes,
+                // so a session whose state is known can survive the loss of
+                // its server (the mover keeps the last state it read).
+                let state_tracked = caps & CLIENT_SESSION_TRACK != 0;
+                let stream = if state_tracked {
+                    match enable_state_tracking(stream, caps & !CLIENT_SSL).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            last_problem = format!("{}: {e}", backend.name);
+                            continue;
+                        }
+                    }
+                } else {
+                    stream
+                };
                 *shared.greeting.write().unwrap_or_else(|e| e.into_inner()) =
                     GreetingTemplate::from_backend(login.greeting());
                 let status = protocol::OkPacket::parse(&ok_payload, session_caps)
@@ -492,6 +520,7 @@ async fn connect(
                     capabilities: caps & !CLIENT_SSL,
                     user: user.clone(),
                     sha1_password,
+                    state_tracked,
                 };
                 return Ok(Established {
                     client: io,

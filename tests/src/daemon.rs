@@ -36,6 +36,16 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// `n` distinct free loopback ports: all are bound at once before being
+/// released, so one call never returns the same port twice (separate
+/// [`free_port`] calls can).
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let held = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+}
+
 /// `[[auth.users]]` for the test bed's `app` (password) and `hashonly`
 /// (hash only) accounts.
 pub fn app_users_toml() -> String {
@@ -61,10 +71,10 @@ pub fn start_with_bed(n: usize, extra: &str) -> Result<(crate::TestBed, Redirect
 
 /// An `[admin]` section on free loopback ports.
 pub fn admin_toml() -> Result<String> {
+    let p = free_ports(2)?;
     Ok(format!(
         "[admin]\nsql_address = \"127.0.0.1:{}\"\nhttp_address = \"127.0.0.1:{}\"\n\n",
-        free_port()?,
-        free_port()?
+        p[0], p[1]
     ))
 }
 
@@ -88,6 +98,21 @@ pub struct Redirector {
     pub addr: SocketAddr,
     pub dir: PathBuf,
     log: PathBuf,
+    admin_sql: SocketAddr,
+    admin_http: SocketAddr,
+}
+
+/// The address `key = "…"` in a configuration text, else `default` (the
+/// daemon's own defaults; the test configurations write addresses on one
+/// line each).
+fn config_address(config: &str, key: &str, default: &str) -> Result<SocketAddr> {
+    let value = config.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+    });
+    let text = value.as_deref().unwrap_or(default);
+    text.parse()
+        .with_context(|| format!("{key} = {text:?} in the test configuration"))
 }
 
 impl Redirector {
@@ -95,7 +120,12 @@ impl Redirector {
     /// added (a free port) unless `body` has one; in a `[listen]` of its
     /// own, `{listen}` stands for the free address. Waits until it accepts.
     pub fn start(body: &str) -> Result<Self> {
-        let port = free_port()?;
+        // Not a port the caller's configuration (or our [admin]) uses.
+        let admin = admin_toml()?;
+        let mut port = free_port()?;
+        while body.contains(&format!(":{port}\"")) || admin.contains(&format!(":{port}\"")) {
+            port = free_port()?;
+        }
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let mut config = String::new();
         if !body.contains("[listen]") {
@@ -103,7 +133,7 @@ impl Redirector {
         }
         // Tests run in parallel: never the default admin ports.
         if !body.contains("[admin]") {
-            config.push_str(&admin_toml()?);
+            config.push_str(&admin);
         }
         config.push_str(&body.replace("{listen}", &addr.to_string()));
         let dir =
@@ -129,12 +159,17 @@ impl Redirector {
             addr,
             dir,
             log,
+            admin_sql: config_address(&config, "sql_address", "127.0.0.1:6033")?,
+            admin_http: config_address(&config, "http_address", "127.0.0.1:9104")?,
         };
-        r.wait_listening(Duration::from_secs(20))?;
+        // The client listener is bound first, the admin listeners just
+        // after: wait for the admin SQL one too.
+        r.wait_listening(r.addr, Duration::from_secs(20))?;
+        r.wait_listening(r.admin_sql, Duration::from_secs(20))?;
         Ok(r)
     }
 
-    fn wait_listening(&mut self, timeout: Duration) -> Result<()> {
+    fn wait_listening(&mut self, addr: SocketAddr, timeout: Duration) -> Result<()> {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -143,18 +178,27 @@ impl Redirector {
                     self.log()
                 );
             }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 return Ok(());
             }
             if start.elapsed() > timeout {
                 bail!(
-                    "redirector did not listen on {} within {timeout:?}:\n{}",
-                    self.addr,
+                    "redirector did not listen on {addr} within {timeout:?}:\n{}",
                     self.log()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The admin SQL address (`admin.sql_address`).
+    pub fn admin_sql_addr(&self) -> SocketAddr {
+        self.admin_sql
+    }
+
+    /// The REST API address (`admin.http_address`).
+    pub fn admin_http_addr(&self) -> SocketAddr {
+        self.admin_http
     }
 
     /// The daemon's log so far (stderr).
@@ -164,6 +208,11 @@ impl Redirector {
             let _ = f.read_to_string(&mut s);
         }
         s
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Is the process still running?

@@ -524,3 +524,125 @@ async fn bad_move_requests_are_refused_clearly() -> Result<()> {
     ensure!(status == 400, "{body}");
     Ok(())
 }
+
+/// A server dies: idle sessions whose state is known are carried to
+/// another server without the client noticing; a session whose state may
+/// have changed since it was last read gets a clean error on its next
+/// command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_server_idle_sessions_carried_over_others_get_clean_error() -> Result<()> {
+    let b = Bed::start(2).await?;
+    let db1 = b.bed.servers()[0].name.clone();
+    let db2 = b.bed.servers()[1].name.clone();
+    let (p1, p2) = (b.port_of(&db1), b.port_of(&db2));
+    // The mariadb CLI (libmariadb) negotiates session tracking, so the
+    // redirector knows its state did not change while it ran queries.
+    let mut cli = CliSession::start(&b.daemon.addr.to_string())?;
+    let mut others = Vec::new();
+    // Round-robin: put sessions on db1 until the CLI session is there.
+    while cli.query("SELECT @@port")? != p1.to_string() {
+        drop(cli);
+        others.push(b.conn().await?);
+        cli = CliSession::start(&b.daemon.addr.to_string())?;
+    }
+    cli.query("SELECT COUNT(*) FROM information_schema.TABLES")?;
+    let mut changed = loop {
+        let mut c = b.conn().await?;
+        if port(&mut c).await? == p1 {
+            break c;
+        }
+        others.push(c);
+    };
+    changed.query_drop("SET @lost = 1").await?;
+    // A session with state moved to db1: the move read its state.
+    let mut moved = loop {
+        let mut c = b.conn().await?;
+        if port(&mut c).await? == p2 {
+            break c;
+        }
+        others.push(c);
+    };
+    let stmt = moved.prep("SELECT ? * 2").await?;
+    moved
+        .query_drop("SET @kept = 'yes', SESSION sql_mode = 'ANSI_QUOTES'")
+        .await?;
+    let (status, body) = b.move_to(&[session_id(&moved)], &db1, 5.0, false).await?;
+    ensure!(status == 200, "{body}");
+
+    b.bed.server(&db1).context("db1")?.kill()?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Carried over: the same connections, now on db2, state intact.
+    ensure!(
+        cli.query("SELECT @@port")? == p2.to_string(),
+        "CLI session not carried over"
+    );
+    let (kept, mode): (String, String) = moved
+        .query_first("SELECT @kept, @@sql_mode")
+        .await?
+        .context("row")?;
+    ensure!(kept == "yes" && mode == "ANSI_QUOTES", "{kept} {mode}");
+    ensure!(port(&mut moved).await? == p2);
+    let v: i64 = moved.exec_first(&stmt, (21,)).await?.context("row")?;
+    ensure!(v == 42);
+
+    // Not carried (its state changed since it was known): a clear error.
+    match changed.query_drop("SELECT @lost").await {
+        Err(mysql_async::Error::Server(e)) => {
+            ensure!(e.code == 2013 && e.message.contains(&db1), "{e:?}")
+        }
+        other => anyhow::bail!("expected a lost-connection error, got {other:?}"),
+    }
+    // The daemon serves new sessions (on the surviving server).
+    let mut fresh = b.conn().await?;
+    ensure!(port(&mut fresh).await? == p2);
+    let moves = b.get("/v1/moves").await?;
+    let failovers = moves
+        .as_array()
+        .map(|a| a.iter().filter(|m| m["requested_by"] == "failover").count())
+        .unwrap_or(0);
+    ensure!(failovers >= 2, "{moves}");
+    Ok(())
+}
+
+/// An interactive `mariadb` client kept open, one query at a time.
+struct CliSession {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl CliSession {
+    fn start(addr: &str) -> Result<CliSession> {
+        use std::process::{Command, Stdio};
+        let (host, port) = addr.rsplit_once(':').context("addr")?;
+        let mut child = Command::new("mariadb")
+            .args(["-h", host, "-P", port, "-u", APP_USER])
+            .arg(format!("-p{APP_PASSWORD}"))
+            .args(["-N", "-B", "--unbuffered", TEST_DB])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let out = std::io::BufReader::new(child.stdout.take().context("stdout")?);
+        Ok(CliSession { child, out })
+    }
+
+    /// Runs one single-value query and returns the value.
+    fn query(&mut self, sql: &str) -> Result<String> {
+        use std::io::{BufRead, Write};
+        let stdin = self.child.stdin.as_mut().context("stdin")?;
+        writeln!(stdin, "{sql};")?;
+        stdin.flush()?;
+        let mut line = String::new();
+        self.out.read_line(&mut line)?;
+        ensure!(!line.is_empty(), "mariadb client ended");
+        Ok(line.trim().to_string())
+    }
+}
+
+impl Drop for CliSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -51,7 +51,7 @@ async fn client_loop(
         c.exec_drop(&insert, (seq,)).await?;
         c.query_drop("COMMIT").await?;
         committed.push(seq);
-        if seq % 10 == 0 {
+        if seq.is_multiple_of(10) {
             let (t, mode): (String, String) = c
                 .query_first("SELECT @tag, @@sql_mode")
                 .await?

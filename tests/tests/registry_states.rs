@@ -130,9 +130,8 @@ async fn registry_transaction_state() -> Result<()> {
 
 /// Session state that makes a move unsafe and that the contract says must
 /// be reported (temporary table, table lock, named lock): the registry
-/// claims the session is movable.
+/// shows the session as not movable without a move being tried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap for the session mover issue: temp tables, LOCK TABLES and GET_LOCK are not yet detected, so MOVABLE says yes"]
 async fn registry_unmovable_session_state() -> Result<()> {
     let bed = TestBed::start(1)?;
     let p = start(&bed, 100).await?;

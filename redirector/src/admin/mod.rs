@@ -1,6 +1,9 @@
 //! Operator surfaces on `[admin]`: the REST API and Prometheus `/metrics`
-//! ([`http`], on `admin.http_address`); [`control`] holds the operations
-//! they share.
+//! ([`http`], on `admin.http_address`), admin SQL over the MySQL protocol
+//! ([`sql`], on `admin.sql_address`) and the `redirector ctl` client of the
+//! REST API ([`ctl`]); [`control`] holds the operations they share.
 
 pub mod control;
+pub mod ctl;
 pub mod http;
+pub mod sql;

@@ -93,7 +93,27 @@ pub async fn relay(
         hints: Hints::default(),
         rebind: BTreeSet::new(),
         ids: None,
+        snapshot: None,
     };
+    // Right after login the state is the login's (schema, collation), plus
+    // the state tracking if it was turned on.
+    r.snapshot = Some(Snapshot {
+        state: move_state::SessionState {
+            schema: r.session.snapshot().schema,
+            variables: if r.login.state_tracked {
+                vec![move_state::Variable {
+                    name: "SESSION_TRACK_STATE_CHANGE".into(),
+                    value: Some("ON".into()),
+                    kind: "BOOLEAN".into(),
+                }]
+            } else {
+                Vec::new()
+            },
+            user_variables: Vec::new(),
+        },
+        state_changes: r.proto.tracker.state_changes(),
+        commands: r.proto.tracker.commands_sent(),
+    });
     use crate::metrics::Direction;
     let up_bytes = shared
         .metrics
@@ -164,14 +184,31 @@ pub async fn relay(
                 r.take_client_packets(&mut cbuf, &mut to_backend, &mut held);
             }
             n = br.read_buf(&mut sbuf), if to_client.is_empty() => {
-                let n = n.map_err(RelayError::Backend)?;
-                if n == 0 {
+                // Bytes while no command is outstanding are the server's
+                // notice that it is shutting down or killed the connection.
+                let idle = r.proto.idle() && held.is_none() && to_backend.is_empty();
+                let lost = match n {
+                    Ok(0) | Err(_) => true,
+                    Ok(_) => idle,
+                };
+                if lost {
                     tracing::debug!(quit = r.proto.tracker.quit_sent(), "backend closed");
                     if r.proto.tracker.quit_sent() {
                         return Ok(());
                     }
-                    return Err(RelayError::BackendClosed);
+                    if !idle {
+                        return Err(RelayError::BackendClosed);
+                    }
+                    sbuf.clear();
+                    if let Some(stream) = r.failover().await {
+                        (br, bw) = stream.into_split();
+                        continue;
+                    }
+                    let server = r.session.server();
+                    tracing::info!(session = r.session.id, server = %server, "server lost; the session's state is not known well enough to carry it over");
+                    return fail_next_command(&mut cr, &mut cw, &mut cbuf, &server, r.login.capabilities).await;
                 }
+                let n = n.map_err(RelayError::Backend)?;
                 down_bytes.inc_by(n as u64);
                 if r.ids.is_some() {
                     to_client = r.server_packets_mapped(&mut sbuf);
@@ -215,6 +252,8 @@ struct Relay {
     /// Client statement id -> server statement id, once a move made them
     /// differ (None: the same).
     ids: Option<IdMap>,
+    /// What the session's state is known to be, for failover.
+    snapshot: Option<Snapshot>,
 }
 
 /// Statement ids as the client knows them and as the current server does.
@@ -676,8 +715,35 @@ impl Relay {
                 )))
             }
         };
+        match self.open_on(&target, &state).await {
+            Ok((stream, login, prepared)) => {
+                self.adopt(target_name, &login, prepared, state);
+                Ok((
+                    MoveReply::Moved {
+                        from: String::new(),
+                        to: target_name.to_string(),
+                        duration: Duration::ZERO,
+                    },
+                    Some(stream),
+                ))
+            }
+            Err(StateError::NotMovable(why)) => Ok((MoveReply::NotMovable(why), None)),
+            Err(StateError::Failed(why)) => fail(why),
+        }
+    }
+
+    /// Logs in to `target` as the session's user, rebuilds `state` and the
+    /// prepared statements there and verifies the result. Returns the
+    /// connection, its login and client id -> (server id, params).
+    async fn open_on(
+        &self,
+        target: &crate::backend::Backend,
+        state: &move_state::SessionState,
+    ) -> Result<(TcpStream, protocol::BackendLogin, BTreeMap<u32, (u32, u16)>), StateError> {
         let Some(mut params) = self.session.login_params() else {
-            return fail("the session has no login parameters".into());
+            return Err(StateError::Failed(
+                "the session has no login parameters".into(),
+            ));
         };
         params.database = state.schema.clone();
         let statements: BTreeMap<u32, (Vec<u8>, u16)> = self
@@ -690,7 +756,7 @@ impl Relay {
             state.fingerprint(&statements.iter().map(|(&id, (_, p))| (id, *p)).collect());
         let caps = self.login.capabilities;
         let attempt = async {
-            let (stream, login, _) = crate::proxy::login_backend(&target, params)
+            let (stream, login, _) = crate::proxy::login_backend(target, params)
                 .await
                 .map_err(|e| StateError::Failed(format!("login to the target failed: {e}")))?;
             let wanted = caps & !(CLIENT_SSL | CLIENT_CONNECT_WITH_DB | CLIENT_MYSQL);
@@ -701,14 +767,14 @@ impl Relay {
                 )));
             }
             let mut conn = BackendConn::new(stream, caps);
-            let (rebuilt, prepared) =
-                match move_state::rebuild(&mut conn, &state, &statements).await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        conn.quit().await;
-                        return Err(e);
-                    }
-                };
+            let (rebuilt, prepared) = match move_state::rebuild(&mut conn, state, &statements).await
+            {
+                Ok(x) => x,
+                Err(e) => {
+                    conn.quit().await;
+                    return Err(e);
+                }
+            };
             let params = prepared.iter().map(|(&c, &(_, p))| (c, p)).collect();
             if rebuilt.fingerprint(&params) != source_fp {
                 let why = state.first_difference(&rebuilt);
@@ -717,17 +783,27 @@ impl Relay {
                     "state verification failed on the target: {why}"
                 )));
             }
-            Ok((conn, login, prepared))
+            let stream = conn
+                .into_inner()
+                .map_err(|_| StateError::Failed("the target sent unsolicited data".into()))?;
+            Ok((stream, login, prepared))
         };
-        let (conn, login, prepared) = match tokio::time::timeout(TARGET_TIMEOUT, attempt).await {
-            Ok(Ok(x)) => x,
-            Ok(Err(StateError::NotMovable(why))) => return Ok((MoveReply::NotMovable(why), None)),
-            Ok(Err(StateError::Failed(why))) => return fail(why),
-            Err(_) => return fail(format!("the target did not finish in {TARGET_TIMEOUT:?}")),
-        };
-        let Ok(stream) = conn.into_inner() else {
-            return fail("the target sent unsolicited data".into());
-        };
+        match tokio::time::timeout(TARGET_TIMEOUT, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(StateError::Failed(format!(
+                "the target did not finish in {TARGET_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// Bookkeeping once the session runs on `target_name`.
+    fn adopt(
+        &mut self,
+        target_name: &str,
+        login: &protocol::BackendLogin,
+        prepared: BTreeMap<u32, (u32, u16)>,
+        state: move_state::SessionState,
+    ) {
         self.session.record_move(target_name);
         self.session
             .set_backend_thread(login.greeting().connection_id);
@@ -741,14 +817,120 @@ impl Relay {
             .filter(|(_, s)| s.params > 0)
             .map(|(&id, _)| id)
             .collect();
-        Ok((
-            MoveReply::Moved {
-                from: String::new(),
-                to: target_name.to_string(),
-                duration: Duration::ZERO,
-            },
-            Some(stream),
-        ))
+        self.snapshot = Some(Snapshot {
+            state,
+            state_changes: self.proto.tracker.state_changes(),
+            commands: self.proto.tracker.commands_sent(),
+        });
+    }
+
+    /// The session's server is gone while the session was idle: if the
+    /// state last read is still current (no state change reported since),
+    /// carry the session to another server. Returns the new connection.
+    async fn failover(&mut self) -> Option<TcpStream> {
+        let started = Instant::now();
+        tracing::debug!(
+            tracked = self.login.state_tracked,
+            snapshot_changes = ?self.snapshot.as_ref().map(|s| s.state_changes),
+            changes = self.proto.tracker.state_changes(),
+            "failover check"
+        );
+        let snap = self.snapshot.as_ref()?;
+        if !snap.current(self.login.state_tracked, &self.proto.tracker)
+            || not_movable_reason(&self.proto).is_some()
+            || self.hints.reason().is_some()
+        {
+            return None;
+        }
+        let state = snap.state.clone();
+        let from = self.session.server();
+        if let Ok(b) = self.shared.backends.get(&from) {
+            // The health check brings it back when it answers again.
+            b.set_up(false);
+        }
+        let candidates: Vec<_> = crate::proxy::placement_order(&self.shared)
+            .into_iter()
+            .filter(|b| b.name != from)
+            .take(2)
+            .collect();
+        for target in candidates {
+            match self.open_on(&target, &state).await {
+                Ok((stream, login, prepared)) => {
+                    self.adopt(&target.name, &login, prepared, state);
+                    let reply = MoveReply::Moved {
+                        from: from.clone(),
+                        to: target.name.clone(),
+                        duration: Duration::ZERO,
+                    };
+                    let rec = crate::mover::record_for(
+                        &self.session,
+                        &from,
+                        &target.name,
+                        crate::metrics::move_reason::FAILOVER,
+                        &reply,
+                        started,
+                    );
+                    tracing::info!(session = self.session.id, from = %from, to = %target.name, "server lost; session carried over");
+                    crate::mover::record(&self.shared, rec);
+                    self.publish();
+                    return Some(stream);
+                }
+                Err(e) => {
+                    tracing::info!(session = self.session.id, to = %target.name, error = %e, "failover attempt failed");
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The state last read (or known since login) and the tracker's count of
+/// state changes at that moment: current while the count has not moved.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    state: move_state::SessionState,
+    state_changes: u32,
+    /// Commands sent by then: with no command since, the state is current
+    /// even without state tracking (clients without CLIENT_SESSION_TRACK).
+    commands: u32,
+}
+
+impl Snapshot {
+    fn current(&self, tracked: bool, t: &mysql::Tracker) -> bool {
+        t.commands_sent() == self.commands || (tracked && t.state_changes() == self.state_changes)
+    }
+}
+
+/// The server went away: answer the client's next command with a clear
+/// error (its session state could not be carried over), then close.
+async fn fail_next_command<R, W>(
+    cr: &mut R,
+    cw: &mut W,
+    cbuf: &mut BytesMut,
+    server: &str,
+    caps: u32,
+) -> Result<(), RelayError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        if protocol::frame_len(cbuf).is_some() {
+            let seq = cbuf.get(3).copied().unwrap_or(0).wrapping_add(1);
+            let err = ErrPacket::new(
+                protocol::constants::error::CR_SERVER_LOST,
+                b"HY000",
+                format!(
+                    "Lost connection to backend server '{server}'; the session could not be carried to another server"
+                ),
+            );
+            write_packet(cw, seq, &err.to_payload(caps)).await?;
+            let _ = cw.shutdown().await;
+            return Err(RelayError::BackendClosed);
+        }
+        if cr.read_buf(cbuf).await.map_err(RelayError::Client)? == 0 {
+            return Err(RelayError::BackendClosed);
+        }
     }
 }
 

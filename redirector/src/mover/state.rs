@@ -90,8 +90,16 @@ impl Hints {
     pub fn observe_query(&mut self, sql: &[u8]) {
         let head = &sql[..sql.len().min(4096)];
         let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+        // Multi-statements: each one (a ';' inside a string literal only
+        // makes the scan more cautious).
+        for statement in text.split(';') {
+            self.observe_statement(statement);
+        }
+    }
+
+    fn observe_statement(&mut self, text: &str) {
         let words: Vec<&str> = text
-            .split(|c: char| c.is_whitespace() || c == '(' || c == ';')
+            .split(|c: char| c.is_whitespace() || c == '(')
             .filter(|w| !w.is_empty())
             .collect();
         let starts = |a: &[&str]| words.len() >= a.len() && words[..a.len()] == *a;
@@ -159,6 +167,7 @@ impl Hints {
 /// statement.
 fn is_plain_identifier(s: &str) -> bool {
     !s.is_empty()
+        && s.matches('`').count() % 2 == 0
         && s.chars()
             .all(|c| c.is_alphanumeric() || matches!(c, '_' | '$' | '.' | '`'))
 }
@@ -184,7 +193,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &[u8]) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     s.chunks(2)
@@ -601,6 +610,9 @@ mod tests {
         assert_eq!(h.reason().as_deref(), Some("temporary table t1"));
         h.observe_query(b"SELECT GET_LOCK('x', 1)");
         assert!(h.locks.is_some());
+        let mut multi = Hints::default();
+        multi.observe_query(b"CREATE TABLE t (a INT); LOCK TABLES t READ");
+        assert!(multi.locks.is_some());
         h.observe_query(b"XA START 'a'");
         assert!(h.xa);
         h.observe_query(b"xa commit 'a'");

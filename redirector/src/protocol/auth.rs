@@ -63,6 +63,21 @@ pub fn recover_sha1_password(
     constant_time_eq(&check, stored_double_sha1).then_some(candidate)
 }
 
+/// Checks a native-password login: `stored` is the account's double SHA1,
+/// `None` for an account without a password (then only an empty response
+/// passes). Returns `None` when refused, `Some(None)` for a passwordless
+/// login, `Some(Some(SHA1(password)))` otherwise.
+pub fn verify_native_password(
+    client_response: &[u8],
+    salt: &[u8],
+    stored: Option<&Sha1Hash>,
+) -> Option<Option<Sha1Hash>> {
+    match stored {
+        None => client_response.is_empty().then_some(None),
+        Some(stored) => recover_sha1_password(client_response, salt, stored).map(Some),
+    }
+}
+
 fn xor20(a: &Sha1Hash, b: &Sha1Hash) -> Sha1Hash {
     let mut out = [0u8; 20];
     for (o, (x, y)) in out.iter_mut().zip(a.iter().zip(b)) {
@@ -196,6 +211,20 @@ mod tests {
         assert_eq!(recover_sha1_password(&resp, &salt2, &stored), None);
         assert_eq!(recover_sha1_password(&resp[..19], &salt, &stored), None);
         assert_eq!(recover_sha1_password(&[], &salt, &stored), None);
+    }
+
+    #[test]
+    fn verify_with_and_without_password() {
+        let salt = generate_scramble();
+        let stored = double_sha1(b"pw");
+        let resp = scramble_response(&sha1_password(b"pw"), &salt);
+        assert_eq!(
+            verify_native_password(&resp, &salt, Some(&stored)),
+            Some(Some(sha1_password(b"pw")))
+        );
+        assert_eq!(verify_native_password(&[], &salt, Some(&stored)), None);
+        assert_eq!(verify_native_password(&[], &salt, None), Some(None));
+        assert_eq!(verify_native_password(&resp, &salt, None), None);
     }
 
     #[test]

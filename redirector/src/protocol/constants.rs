@@ -207,6 +207,24 @@ pub mod error {
     pub const MSG_UNKNOWN_COM_ERROR: &str = "Unknown command";
     /// `ER_BAD_DB_ERROR`, SQLSTATE 42000: "Unknown database '%-.192s'".
     pub const ER_BAD_DB_ERROR: u16 = 1049;
+    /// `ER_BAD_FIELD_ERROR`, SQLSTATE 42S22: "Unknown column '%-.192s' in '%-.192s'".
+    pub const ER_BAD_FIELD_ERROR: u16 = 1054;
+    /// `ER_PARSE_ERROR`, SQLSTATE 42000: "%s near '%-.80T' at line %d".
+    pub const ER_PARSE_ERROR: u16 = 1064;
+    /// `ER_EMPTY_QUERY`, SQLSTATE 42000.
+    pub const ER_EMPTY_QUERY: u16 = 1065;
+    pub const MSG_EMPTY_QUERY: &str = "Query was empty";
+    /// `ER_UNKNOWN_ERROR`, SQLSTATE HY000: the generic error.
+    pub const ER_UNKNOWN_ERROR: u16 = 1105;
+    /// `ER_NO_SUCH_TABLE`, SQLSTATE 42S02: "Table '%-.192s.%-.192s' doesn't exist".
+    pub const ER_NO_SUCH_TABLE: u16 = 1146;
+    /// `ER_UNKNOWN_SYSTEM_VARIABLE`, SQLSTATE HY000: "Unknown system variable '%-.*s'".
+    pub const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
+    /// `ER_WRONG_ARGUMENTS`, SQLSTATE HY000: "Incorrect arguments to %s".
+    pub const ER_WRONG_ARGUMENTS: u16 = 1210;
+    /// `ER_WRONG_VALUE_FOR_VAR`, SQLSTATE 42000:
+    /// "Variable '%-.64s' can't be set to the value of '%-.200T'".
+    pub const ER_WRONG_VALUE_FOR_VAR: u16 = 1231;
     /// `ER_SERVER_SHUTDOWN`, SQLSTATE 08S01.
     pub const ER_SERVER_SHUTDOWN: u16 = 1053;
     pub const MSG_SERVER_SHUTDOWN: &str = "Server shutdown in progress";
@@ -240,4 +258,20 @@ pub mod error {
     pub const SQLSTATE_SYNTAX_OR_ACCESS: &[u8; 5] = b"42000";
     pub const SQLSTATE_INTERRUPTED: &[u8; 5] = b"70100";
     pub const SQLSTATE_GENERAL: &[u8; 5] = b"HY000";
+    pub const SQLSTATE_BAD_FIELD: &[u8; 5] = b"42S22";
+    pub const SQLSTATE_NO_SUCH_TABLE: &[u8; 5] = b"42S02";
+}
+
+/// Column types (`MYSQL_TYPE_*`) of the result sets the daemon writes itself.
+pub mod column_type {
+    pub const DOUBLE: u8 = 0x05;
+    pub const LONGLONG: u8 = 0x08;
+    pub const VAR_STRING: u8 = 0xfd;
+}
+
+/// Column definition flags (`*_FLAG`).
+pub mod column_flag {
+    pub const NOT_NULL: u16 = 1;
+    pub const BINARY: u16 = 128;
+    pub const NUM: u16 = 32768;
 }

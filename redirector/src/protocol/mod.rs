@@ -17,7 +17,7 @@ pub mod wire;
 
 pub use auth::{
     double_sha1, format_native_hash, generate_scramble, parse_native_hash, recover_sha1_password,
-    scramble_response, sha1_password, Sha1Hash, SCRAMBLE_LEN,
+    scramble_response, sha1_password, verify_native_password, Sha1Hash, SCRAMBLE_LEN,
 };
 pub use error::ProtocolError;
 pub use handshake::{
@@ -30,7 +30,8 @@ pub use packet::{
     HEADER_LEN, MAX_FRAGMENT,
 };
 pub use response::{
-    is_eof, parse_session_state, EofPacket, ErrPacket, OkPacket, SessionStateChange,
+    is_eof, parse_session_state, text_result_set, ColumnDefinition, EofPacket, ErrPacket, OkPacket,
+    SessionStateChange,
 };
 
 #[cfg(test)]

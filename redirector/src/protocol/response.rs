@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::constants::{capability::*, error as er, header, status};
+use super::constants::{capability::*, column_flag, column_type, error as er, header, status};
 use super::error::{ProtocolError, Result};
 use super::wire::{Reader, WriteExt};
 
@@ -381,6 +381,135 @@ pub fn is_eof(payload: &[u8]) -> bool {
     payload.first() == Some(&header::EOF) && payload.len() < 9
 }
 
+/// One column of a text result set the daemon writes itself (admin SQL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnDefinition {
+    pub name: String,
+    /// `MYSQL_TYPE_*` ([`super::constants::column_type`]).
+    pub column_type: u8,
+    pub charset: u16,
+    /// Display width clients may use to size the column.
+    pub length: u32,
+    pub flags: u16,
+    pub decimals: u8,
+}
+
+/// Charset id of text columns (utf8mb4_general_ci) and of numbers (binary).
+const CHARSET_UTF8MB4: u16 = super::constants::collation::UTF8MB4_GENERAL_CI as u16;
+const CHARSET_BINARY: u16 = super::constants::collation::BINARY as u16;
+
+impl ColumnDefinition {
+    /// A VAR_STRING column (utf8mb4).
+    pub fn text(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            column_type: column_type::VAR_STRING,
+            charset: CHARSET_UTF8MB4,
+            length: 1024,
+            flags: 0,
+            decimals: 0,
+        }
+    }
+
+    /// A BIGINT column.
+    pub fn integer(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            column_type: column_type::LONGLONG,
+            charset: CHARSET_BINARY,
+            length: 20,
+            flags: column_flag::BINARY | column_flag::NUM,
+            decimals: 0,
+        }
+    }
+
+    /// A DOUBLE column.
+    pub fn double(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            column_type: column_type::DOUBLE,
+            charset: CHARSET_BINARY,
+            length: 22,
+            flags: column_flag::BINARY | column_flag::NUM,
+            // 31 = NOT_FIXED_DEC: as many decimals as the value has.
+            decimals: 31,
+        }
+    }
+
+    /// Protocol::ColumnDefinition41. The column belongs to no table, like
+    /// the columns of `SELECT 1`.
+    pub fn encode(&self, out: &mut impl WriteExt) {
+        out.put_lenenc_bytes(b"def");
+        out.put_lenenc_bytes(b""); // schema
+        out.put_lenenc_bytes(b""); // table
+        out.put_lenenc_bytes(b""); // org_table
+        out.put_lenenc_bytes(self.name.as_bytes());
+        out.put_lenenc_bytes(self.name.as_bytes()); // org_name
+        out.put_lenenc_int(0x0c); // length of the fixed fields
+        out.put_u16_le(self.charset);
+        out.put_u32_le(self.length);
+        out.put_u8_le(self.column_type);
+        out.put_u16_le(self.flags);
+        out.put_u8_le(self.decimals);
+        out.put_zeros(2);
+    }
+}
+
+/// The payloads of a complete text-protocol result set: column count,
+/// definitions, EOF (unless `CLIENT_DEPRECATE_EOF`), rows (NULL = `None`),
+/// then EOF or, under `CLIENT_DEPRECATE_EOF`, an OK with header 0xFE.
+pub fn text_result_set(
+    columns: &[ColumnDefinition],
+    rows: &[Vec<Option<String>>],
+    caps: u32,
+    status: u16,
+) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(columns.len() + rows.len() + 3);
+    let mut count = Vec::new();
+    count.put_lenenc_int(columns.len() as u64);
+    out.push(count);
+    for c in columns {
+        let mut p = Vec::with_capacity(32 + 2 * c.name.len());
+        c.encode(&mut p);
+        out.push(p);
+    }
+    let eof = EofPacket {
+        warnings: 0,
+        status,
+    };
+    let deprecate_eof = caps & CLIENT_DEPRECATE_EOF != 0;
+    if !deprecate_eof {
+        let mut p = Vec::new();
+        eof.encode(caps, &mut p);
+        out.push(p);
+    }
+    for row in rows {
+        let mut p = Vec::new();
+        for cell in row {
+            match cell {
+                Some(v) => p.put_lenenc_bytes(v.as_bytes()),
+                None => p.put_u8_le(NULL_CELL),
+            }
+        }
+        out.push(p);
+    }
+    let mut end = Vec::new();
+    if deprecate_eof {
+        OkPacket {
+            status,
+            ..Default::default()
+        }
+        .encode_as_eof(caps, &mut end);
+    } else {
+        eof.encode(caps, &mut end);
+    }
+    out.push(end);
+    out
+}
+
+/// A NULL value in a text-protocol row.
+const NULL_CELL: u8 = 0xfb;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,6 +643,44 @@ mod tests {
             ErrPacket::parse(&[0x00, 1, 2]),
             Err(ProtocolError::UnexpectedPacket { .. })
         ));
+    }
+
+    #[test]
+    fn text_result_set_layout() {
+        let cols = [
+            ColumnDefinition::integer("ID"),
+            ColumnDefinition::text("NAME"),
+        ];
+        let rows = vec![vec![Some("12".to_string()), None]];
+        let status = status::SERVER_STATUS_AUTOCOMMIT;
+        // Classic: count, 2 definitions, EOF, 1 row, EOF.
+        let classic = text_result_set(&cols, &rows, CLIENT_PROTOCOL_41, status);
+        assert_eq!(classic.len(), 6);
+        assert_eq!(classic[0], [2]);
+        assert!(is_eof(&classic[3]) && is_eof(&classic[5]));
+        assert_eq!(classic[4], b"\x0212\xfb");
+        // The definition: catalog "def", then the name twice, 0x0c, charset,
+        // length, type, flags, decimals, filler.
+        let mut r = Reader::new(&classic[2]);
+        assert_eq!(r.lenenc_bytes("catalog").unwrap(), b"def");
+        for _ in 0..3 {
+            assert_eq!(r.lenenc_bytes("empty").unwrap(), b"");
+        }
+        assert_eq!(r.lenenc_bytes("name").unwrap(), b"NAME");
+        assert_eq!(r.lenenc_bytes("org name").unwrap(), b"NAME");
+        assert_eq!(r.lenenc_int("fixed").unwrap(), 0x0c);
+        assert_eq!(r.u16("charset").unwrap(), 45);
+        assert_eq!(r.u32("length").unwrap(), 1024);
+        assert_eq!(r.u8("type").unwrap(), column_type::VAR_STRING);
+        assert_eq!(r.remaining(), 5);
+        // CLIENT_DEPRECATE_EOF: no EOF after the definitions, OK(0xFE) at the end.
+        let caps = CLIENT_PROTOCOL_41 | CLIENT_DEPRECATE_EOF;
+        let modern = text_result_set(&cols, &rows, caps, status);
+        assert_eq!(modern.len(), 5);
+        assert_eq!(modern[3], classic[4]);
+        let end = &modern[4];
+        assert_eq!(end[0], 0xFE);
+        assert_eq!(OkPacket::parse(end, caps).unwrap().status, status);
     }
 
     #[test]

@@ -1,0 +1,745 @@
+//! Admin SQL on `admin.sql_address`: any MySQL/MariaDB client logs in as
+//! `admin.user` and runs `CONTROL …` statements, `ALTER SYSTEM SET
+//! AUTO_SCALING_POLICY` and `SELECT`s over the `sessions`, `servers` and
+//! `moves` tables (grammar in [`parse`], tables in [`table`]).
+//!
+//! The server side of the protocol reuses the client-facing pieces of
+//! [`crate::protocol`]: the greeting, `mysql_native_password`
+//! (the password is `admin.password`; none configured = empty password,
+//! which config validation allows on loopback only), OK/ERR packets and a
+//! text result-set encoder. Each connection is its own task; a malformed
+//! packet ends only that connection. No TLS, no compression, no prepared
+//! statements (ERR 1047): the admin port is meant for loopback or a trusted
+//! network.
+
+mod parse;
+mod table;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use self::parse::{Expr, Literal, SelectItem, Statement, SyntaxError, WaitOpts};
+use self::table::{Kind, QueryError, Table, Value};
+use super::control::{self, ControlError};
+use crate::config::{AdminConfig, PolicyDocument};
+use crate::mover::{MoveReport, MoveSpec};
+use crate::protocol::constants::capability::*;
+use crate::protocol::constants::command::{COM_INIT_DB, COM_PING, COM_QUERY, COM_QUIT};
+use crate::protocol::constants::{collation, error as er, status};
+use crate::protocol::{
+    double_sha1, parse_client_hello, text_result_set, verify_native_password, write_packet,
+    AuthSwitchRequest, ClientHello, ErrPacket, InitialHandshake, OkPacket, ProtocolError,
+};
+use crate::proxy::{PacketIo, SessionError, Shared};
+
+/// Capabilities we offer: protocol 4.1 with plugin auth. Not offered: TLS,
+/// compression, multi-statements, session tracking, query attributes (the
+/// statements are small and stand alone). `CLIENT_MYSQL` (bit 0) is clear,
+/// so we present ourselves as MariaDB without extended capabilities.
+const OFFERED: u32 = CLIENT_FOUND_ROWS
+    | CLIENT_LONG_FLAG
+    | CLIENT_CONNECT_WITH_DB
+    | CLIENT_PROTOCOL_41
+    | CLIENT_INTERACTIVE
+    | CLIENT_IGNORE_SIGPIPE
+    | CLIENT_TRANSACTIONS
+    | CLIENT_SECURE_CONNECTION
+    | CLIENT_MULTI_RESULTS
+    | CLIENT_PLUGIN_AUTH
+    | CLIENT_CONNECT_ATTRS
+    | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | CLIENT_DEPRECATE_EOF;
+/// "MariaDB" in the version makes client libraries use MariaDB's dialect;
+/// the "5.5.5-" prefix is what MariaDB itself sends for old clients.
+const SERVER_VERSION: &str = "5.5.5-10.11.0-MariaDB-redirector-admin";
+const VERSION_COMMENT: &str = concat!("redirector admin SQL ", env!("CARGO_PKG_VERSION"));
+/// Largest statement accepted (policy documents are the big ones).
+const MAX_PACKET: usize = 4 << 20;
+/// Admin connections served at once (each is cheap, but unbounded
+/// unauthenticated connections are not).
+const MAX_CONNECTIONS: usize = 64;
+/// Reported by `@@wait_timeout` (clients use it to expire idle connections;
+/// we never close idle admin connections ourselves).
+const WAIT_TIMEOUT_S: i64 = 28_800;
+const OK_STATUS: u16 = status::SERVER_STATUS_AUTOCOMMIT;
+
+/// Why the admin SQL listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    // `error` (not `source`): the reason is part of this one-line message.
+    #[error("cannot bind the admin SQL listener on {address} (admin.sql_address): {error}")]
+    Bind {
+        address: SocketAddr,
+        error: std::io::Error,
+    },
+}
+
+/// The running listener; stops accepting when dropped.
+#[derive(Debug)]
+pub struct SqlServer {
+    local_addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl SqlServer {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for SqlServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Binds `admin.sql_address` and serves admin SQL in a background task
+/// until the returned handle is dropped.
+pub async fn start(shared: Arc<Shared>) -> Result<SqlServer, SqlError> {
+    let address = shared.config.admin.sql_address;
+    let bind_err = |error| SqlError::Bind { address, error };
+    let listener = TcpListener::bind(address).await.map_err(bind_err)?;
+    let local_addr = listener.local_addr().map_err(bind_err)?;
+    tracing::info!(address = %local_addr, "admin SQL listening");
+    let task = tokio::spawn(accept_loop(listener, shared));
+    Ok(SqlServer { local_addr, task })
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let ids = AtomicU32::new(1);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: keep the connections we have.
+                tracing::warn!(error = %e, "admin SQL accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
+        let permit = slots.clone().try_acquire_owned();
+        tokio::spawn(async move {
+            let mut io = PacketIo::new(stream);
+            let Ok(_permit) = permit else {
+                tracing::warn!(client = %peer, "too many admin SQL connections");
+                io.fail(0, &ErrPacket::too_many_connections()).await;
+                return;
+            };
+            serve_connection(&shared, io, peer, id).await;
+        });
+    }
+}
+
+/// One logged-in admin connection.
+struct Conn {
+    id: u32,
+    user: String,
+    peer: SocketAddr,
+    caps: u32,
+    /// Set by COM_INIT_DB / the handshake; only `SELECT DATABASE()` uses it.
+    database: Option<String>,
+}
+
+async fn serve_connection(
+    shared: &Arc<Shared>,
+    mut io: PacketIo<TcpStream>,
+    peer: SocketAddr,
+    id: u32,
+) {
+    let _ = io.io.set_nodelay(true);
+    let timeout = shared.config.listen.handshake_timeout;
+    let conn = match tokio::time::timeout(timeout, login(&shared.config.admin, &mut io, peer, id))
+        .await
+    {
+        Ok(Ok(conn)) => conn,
+        // Port probes (health checks) connect and leave: not worth a line.
+        Ok(Err(SessionError::ClientClosed)) => {
+            tracing::debug!(client = %peer, "admin SQL client left before logging in");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::info!(client = %peer, error = %e, "admin SQL login failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(client = %peer, ?timeout, "admin SQL client did not finish the handshake in time");
+            return;
+        }
+    };
+    tracing::info!(client = %peer, user = %conn.user, "admin SQL session started");
+    match command_loop(shared, &mut io, conn).await {
+        Ok(()) => tracing::debug!(client = %peer, "admin SQL session closed"),
+        Err(e) => tracing::info!(client = %peer, error = %e, "admin SQL session ended"),
+    }
+}
+
+// ---- connection phase -------------------------------------------------------
+
+/// Greets the client and checks `admin.user` / `admin.password`.
+async fn login(
+    admin: &AdminConfig,
+    io: &mut PacketIo<TcpStream>,
+    peer: SocketAddr,
+    id: u32,
+) -> Result<Conn, SessionError> {
+    let greeting = InitialHandshake::for_client(
+        SERVER_VERSION,
+        id,
+        OFFERED,
+        0,
+        collation::UTF8MB4_GENERAL_CI,
+        OK_STATUS,
+    );
+    let scramble = greeting.scramble20()?;
+    io.write(0, &greeting.to_payload()).await?;
+    let first = read_or_reject(io, 2).await?;
+    let mut seq = first.seq.wrapping_add(1);
+    let response = match parse_client_hello(&first.payload) {
+        Ok(ClientHello::Response(r)) => r,
+        Ok(ClientHello::SslRequest(_)) => {
+            let err = ErrPacket::new(
+                er::ER_HANDSHAKE_ERROR,
+                er::SQLSTATE_COMMUNICATION,
+                "TLS is not available on the admin SQL port",
+            );
+            io.fail(seq, &err).await;
+            return Err(SessionError::Refused("SSL requested".into()));
+        }
+        Err(e) => {
+            io.fail(seq, &ErrPacket::bad_handshake()).await;
+            return Err(e.into());
+        }
+    };
+    // Native password only: a client that started with another plugin
+    // is asked to switch, with the same scramble.
+    let mut auth = response.auth_response.to_vec();
+    if response.needs_native_switch() {
+        io.write(seq, &AuthSwitchRequest::native(&scramble).to_payload())
+            .await?;
+        let p = read_or_reject(io, seq.wrapping_add(1)).await?;
+        seq = p.seq.wrapping_add(1);
+        auth = p.payload.to_vec();
+    }
+    if !credentials_ok(admin, &response.user, &auth, &scramble) {
+        tracing::warn!(user = %response.user, client = %peer, "admin SQL: access denied");
+        let host = peer.ip().to_string();
+        let err = ErrPacket::access_denied(&response.user, &host, !auth.is_empty());
+        io.fail(seq, &err).await;
+        return Err(SessionError::Refused(format!(
+            "access denied for '{}'",
+            response.user
+        )));
+    }
+    let caps = response.capabilities & OFFERED;
+    io.write(seq, &ok_payload(caps, 0, "")).await?;
+    Ok(Conn {
+        id,
+        user: response.user,
+        peer,
+        caps,
+        database: response.database,
+    })
+}
+
+/// Reads one packet; a malformed or oversized one gets the fitting ERR.
+async fn read_or_reject(
+    io: &mut PacketIo<TcpStream>,
+    seq: u8,
+) -> Result<crate::protocol::Packet, SessionError> {
+    match io.read(MAX_PACKET).await {
+        Ok(p) => Ok(p),
+        Err(SessionError::Protocol(e)) => {
+            let err = match e {
+                ProtocolError::PacketTooLarge { .. } => ErrPacket::packet_too_large(),
+                _ => ErrPacket::bad_handshake(),
+            };
+            io.fail(seq, &err).await;
+            Err(e.into())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The admin user with its password (or an empty one when none is set).
+fn credentials_ok(admin: &AdminConfig, user: &str, auth: &[u8], scramble: &[u8]) -> bool {
+    let stored = admin
+        .password
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .map(|p| double_sha1(p.as_bytes()));
+    // Evaluate both so the timing does not tell a wrong user from a wrong password.
+    let password_ok = verify_native_password(auth, scramble, stored.as_ref()).is_some();
+    user == admin.user && password_ok
+}
+
+// ---- command phase ------------------------------------------------------------
+
+async fn command_loop(
+    shared: &Arc<Shared>,
+    io: &mut PacketIo<TcpStream>,
+    mut conn: Conn,
+) -> Result<(), SessionError> {
+    loop {
+        let packet = match io.read(MAX_PACKET).await {
+            Ok(p) => p,
+            Err(SessionError::ClientClosed) => return Ok(()),
+            Err(SessionError::Protocol(e @ ProtocolError::PacketTooLarge { .. })) => {
+                io.fail(1, &ErrPacket::packet_too_large()).await;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e),
+        };
+        let seq = packet.seq.wrapping_add(1);
+        let Some((&command, body)) = packet.payload.split_first() else {
+            io.fail(seq, &ErrPacket::unknown_command()).await;
+            return Err(ProtocolError::EmptyPacket("command").into());
+        };
+        let reply = match command {
+            COM_QUIT => return Ok(()),
+            COM_PING => Reply::ok(0, ""),
+            COM_INIT_DB => {
+                // There are no databases; accept any so clients given one connect.
+                conn.database = Some(String::from_utf8_lossy(body).into_owned());
+                Reply::ok(0, "")
+            }
+            COM_QUERY => match std::str::from_utf8(body) {
+                Ok(sql) => execute(shared, &conn, sql).await,
+                Err(_) => Reply::Err(ErrPacket::new(
+                    er::ER_PARSE_ERROR,
+                    er::SQLSTATE_SYNTAX_OR_ACCESS,
+                    "the statement is not valid UTF-8",
+                )),
+            },
+            _ => Reply::Err(ErrPacket::unknown_command()),
+        };
+        send(io, seq, &reply.payloads(conn.caps)).await?;
+    }
+}
+
+/// What a statement answers.
+enum Reply {
+    Ok { affected: u64, info: String },
+    Rows(Table),
+    Err(ErrPacket),
+}
+
+impl Reply {
+    fn ok(affected: u64, info: impl Into<String>) -> Self {
+        Reply::Ok {
+            affected,
+            info: info.into(),
+        }
+    }
+
+    /// OK for a move-like operation: affected rows = sessions moved.
+    fn moved(report: &MoveReport, info: String) -> Self {
+        Self::ok(report.moved.len() as u64, info)
+    }
+
+    fn payloads(&self, caps: u32) -> Vec<Vec<u8>> {
+        match self {
+            Reply::Ok { affected, info } => vec![ok_payload(caps, *affected, info)],
+            Reply::Rows(t) => text_result_set(&t.definitions(), &t.wire_rows(), caps, OK_STATUS),
+            Reply::Err(e) => vec![e.to_payload(caps)],
+        }
+    }
+}
+
+fn ok_payload(caps: u32, affected_rows: u64, info: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + info.len());
+    // The info is length-encoded whatever the client's flags: the manual
+    // says string<EOF>, but MySQL and MariaDB servers send string<lenenc>
+    // and the client libraries (libmariadb, mysql_common) parse it so.
+    OkPacket {
+        affected_rows,
+        status: OK_STATUS,
+        info: bytes::Bytes::copy_from_slice(info.as_bytes()),
+        ..Default::default()
+    }
+    .encode(caps | CLIENT_SESSION_TRACK, &mut out);
+    out
+}
+
+/// Writes `payloads` as consecutive packets from `seq` on, in one write.
+async fn send(io: &mut PacketIo<TcpStream>, seq: u8, payloads: &[Vec<u8>]) -> std::io::Result<()> {
+    let mut out = BytesMut::with_capacity(payloads.iter().map(|p| p.len() + 4).sum());
+    let mut seq = seq;
+    for p in payloads {
+        seq = write_packet(&mut out, seq, p);
+    }
+    io.io.write_all(&out).await?;
+    io.io.flush().await
+}
+
+// ---- statements ---------------------------------------------------------------
+
+async fn execute(shared: &Arc<Shared>, conn: &Conn, sql: &str) -> Reply {
+    let stmt = match parse::parse(sql) {
+        Ok(s) => s,
+        Err(e) => return Reply::Err(syntax_error(&e)),
+    };
+    let result = match stmt {
+        Statement::Select(select) => return select_table(shared, &select),
+        Statement::SelectExprs { items, limit } => return select_exprs(conn, &items, limit),
+        Statement::ShowTables => return Reply::Rows(show_tables()),
+        Statement::Ignored => return Reply::ok(0, ""),
+        Statement::Empty => {
+            return Reply::Err(ErrPacket::new(
+                er::ER_EMPTY_QUERY,
+                er::SQLSTATE_SYNTAX_OR_ACCESS,
+                er::MSG_EMPTY_QUERY,
+            ))
+        }
+        Statement::Move(m) => move_sessions(shared, m).await,
+        Statement::Drain { server, opts } => drain(shared, &server, opts).await,
+        Statement::Undrain { server } => control::undrain(shared, &server)
+            .map(|()| Reply::ok(0, format!("server '{server}' accepts new sessions again"))),
+        Statement::Rebalance { wait } => rebalance(shared, wait).await,
+        Statement::AddServer {
+            name,
+            address,
+            weight,
+        } => add_server(shared, &name, &address, weight).await,
+        Statement::RemoveServer { server, opts } => remove_server(shared, &server, opts).await,
+        Statement::SetPolicy(json) => {
+            control::set_policy(shared, &json).map(|doc| Reply::ok(0, policy_summary(&doc)))
+        }
+    };
+    // Only operations reach here: log each with its outcome.
+    match result {
+        Ok(reply) => {
+            tracing::info!(client = %conn.peer, user = %conn.user, statement = %sql.trim(), "admin SQL operation done");
+            reply
+        }
+        Err(e) => {
+            tracing::info!(client = %conn.peer, user = %conn.user, statement = %sql.trim(), error = %e, "admin SQL operation failed");
+            Reply::Err(control_error(&e))
+        }
+    }
+}
+
+async fn move_sessions(shared: &Arc<Shared>, m: parse::MoveStmt) -> Result<Reply, ControlError> {
+    let spec = MoveSpec {
+        sessions: m.sessions,
+        from: m.from,
+        to: Some(m.to),
+        wait: control::wait_timeout(shared, m.opts.wait)?,
+        force: m.opts.force,
+    };
+    let report = control::move_sessions(shared, &spec).await?;
+    Ok(Reply::moved(&report, report.summary()))
+}
+
+async fn drain(shared: &Arc<Shared>, server: &str, opts: WaitOpts) -> Result<Reply, ControlError> {
+    let wait = control::wait_timeout(shared, opts.wait)?;
+    let report = control::drain(shared, server, wait, opts.force).await?;
+    let info = format!("server '{server}' drained: {}", report.summary());
+    Ok(Reply::moved(&report, info))
+}
+
+async fn rebalance(shared: &Arc<Shared>, wait: Option<f64>) -> Result<Reply, ControlError> {
+    let wait = control::wait_timeout(shared, wait)?;
+    let report = control::rebalance(shared, wait).await?;
+    Ok(Reply::moved(
+        &report,
+        format!("rebalanced: {}", report.summary()),
+    ))
+}
+
+async fn add_server(
+    shared: &Arc<Shared>,
+    name: &str,
+    address: &str,
+    weight: Option<i64>,
+) -> Result<Reply, ControlError> {
+    let row = control::add_server(shared, name, address, weight).await?;
+    let info = format!(
+        "server '{}' added at {} with weight {}",
+        row.server_name, row.address, row.weight
+    );
+    Ok(Reply::ok(1, info))
+}
+
+async fn remove_server(
+    shared: &Arc<Shared>,
+    server: &str,
+    opts: WaitOpts,
+) -> Result<Reply, ControlError> {
+    let wait = control::wait_timeout(shared, opts.wait)?;
+    let report = control::remove_server(shared, server, wait, opts.force).await?;
+    let info = format!("server '{server}' removed: {}", report.summary());
+    Ok(Reply::moved(&report, info))
+}
+
+fn policy_summary(doc: &PolicyDocument) -> String {
+    let Some(group) = doc.group() else {
+        return "AUTO_SCALING_POLICY set".into();
+    };
+    let clusters = group
+        .clusters
+        .iter()
+        .map(|c| format!("{} ({})", c.cluster_id, c.weight))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "AUTO_SCALING_POLICY set: {} over {clusters}",
+        group.scaling_policy.as_str()
+    )
+}
+
+fn select_table(shared: &Shared, select: &parse::Select) -> Reply {
+    let base = match select.table.to_ascii_lowercase().as_str() {
+        "sessions" => table::sessions(&shared.sessions.snapshot()),
+        "servers" => table::servers(&control::server_rows(shared)),
+        "moves" => table::moves(&shared.moves.snapshot()),
+        _ => return Reply::Err(query_error(&QueryError::NoSuchTable(select.table.clone()))),
+    };
+    match table::query(base, select) {
+        Ok(t) => Reply::Rows(t),
+        Err(e) => Reply::Err(query_error(&e)),
+    }
+}
+
+fn show_tables() -> Table {
+    Table {
+        columns: vec![("Tables_in_redirector".into(), Kind::Text)],
+        rows: table::TABLE_NAMES
+            .iter()
+            .map(|t| vec![Value::Text(t.to_string())])
+            .collect(),
+    }
+}
+
+/// `SELECT @@var, FUNC(), literal …` without a table: one row.
+fn select_exprs(conn: &Conn, items: &[SelectItem], limit: Option<u64>) -> Reply {
+    let mut columns = Vec::with_capacity(items.len());
+    let mut row = Vec::with_capacity(items.len());
+    for item in items {
+        let value = match expr_value(conn, &item.expr) {
+            Ok(v) => v,
+            Err(e) => return Reply::Err(e),
+        };
+        let kind = match value {
+            Value::Int(_) => Kind::Int,
+            Value::Double(_) => Kind::Double,
+            Value::Text(_) | Value::Null => Kind::Text,
+        };
+        columns.push((item.label.clone(), kind));
+        row.push(value);
+    }
+    let rows = if limit == Some(0) { vec![] } else { vec![row] };
+    Reply::Rows(Table { columns, rows })
+}
+
+fn expr_value(conn: &Conn, expr: &Expr) -> Result<Value, ErrPacket> {
+    match expr {
+        Expr::Variable(name) => variable(name).ok_or_else(|| {
+            ErrPacket::new(
+                er::ER_UNKNOWN_SYSTEM_VARIABLE,
+                er::SQLSTATE_GENERAL,
+                format!("Unknown system variable '{name}'"),
+            )
+        }),
+        Expr::Call(name) => function(conn, name).ok_or_else(|| {
+            ErrPacket::new(
+                er::ER_UNKNOWN_ERROR,
+                er::SQLSTATE_GENERAL,
+                format!("function {name}() is not available on the admin SQL port"),
+            )
+        }),
+        Expr::Literal(Literal::Null) => Ok(Value::Null),
+        Expr::Literal(Literal::Str(s)) => Ok(Value::Text(s.clone())),
+        Expr::Literal(Literal::Number(n)) => Ok(n
+            .parse()
+            .map(Value::Int)
+            .or_else(|_| n.parse().map(Value::Double))
+            .unwrap_or_else(|_| Value::Text(n.clone()))),
+        Expr::Column(c) => Err(query_error(&QueryError::UnknownColumn {
+            column: c.clone(),
+            clause: "field list",
+        })),
+    }
+}
+
+/// The server variables client libraries read on connect.
+fn variable(name: &str) -> Option<Value> {
+    let text = |s: &str| Some(Value::Text(s.to_string()));
+    match name {
+        "version_comment" => text(VERSION_COMMENT),
+        "version" => text(SERVER_VERSION.trim_start_matches("5.5.5-")),
+        "max_allowed_packet" => Some(Value::Int(MAX_PACKET as i64)),
+        "wait_timeout" | "interactive_timeout" => Some(Value::Int(WAIT_TIMEOUT_S)),
+        "autocommit" => Some(Value::Int(1)),
+        "tx_read_only" | "transaction_read_only" | "lower_case_table_names" => Some(Value::Int(0)),
+        // No unix socket: clients that look for one stay on TCP.
+        "socket" => Some(Value::Null),
+        "sql_mode" => text(""),
+        "character_set_client"
+        | "character_set_connection"
+        | "character_set_results"
+        | "character_set_server"
+        | "character_set_database" => text("utf8mb4"),
+        "collation_connection" | "collation_server" | "collation_database" => {
+            text("utf8mb4_general_ci")
+        }
+        "tx_isolation" | "transaction_isolation" => text("REPEATABLE-READ"),
+        "time_zone" => text("SYSTEM"),
+        "system_time_zone" => text("UTC"),
+        _ => None,
+    }
+}
+
+fn function(conn: &Conn, name: &str) -> Option<Value> {
+    match name {
+        "DATABASE" | "SCHEMA" => Some(
+            conn.database
+                .clone()
+                .filter(|d| !d.is_empty())
+                .map_or(Value::Null, Value::Text),
+        ),
+        "USER" | "CURRENT_USER" | "SESSION_USER" | "SYSTEM_USER" => {
+            Some(Value::Text(format!("{}@{}", conn.user, conn.peer.ip())))
+        }
+        "VERSION" => variable("version"),
+        "CONNECTION_ID" => Some(Value::Int(i64::from(conn.id))),
+        _ => None,
+    }
+}
+
+// ---- errors ---------------------------------------------------------------------
+
+fn syntax_error(e: &SyntaxError) -> ErrPacket {
+    ErrPacket::new(
+        er::ER_PARSE_ERROR,
+        er::SQLSTATE_SYNTAX_OR_ACCESS,
+        e.to_string(),
+    )
+}
+
+fn query_error(e: &QueryError) -> ErrPacket {
+    let (code, state) = match e {
+        QueryError::UnknownColumn { .. } => (er::ER_BAD_FIELD_ERROR, er::SQLSTATE_BAD_FIELD),
+        QueryError::NoSuchTable(_) => (er::ER_NO_SUCH_TABLE, er::SQLSTATE_NO_SUCH_TABLE),
+    };
+    ErrPacket::new(code, state, e.to_string())
+}
+
+/// Error numbers by kind: a bad argument is 1210, a rejected policy 1231
+/// (a variable that cannot take the value); unknown sessions or servers,
+/// conflicts and moves that did not all happen are 1105, with a message
+/// that names what is wrong.
+fn control_error(e: &ControlError) -> ErrPacket {
+    match e {
+        ControlError::BadRequest(m) => {
+            ErrPacket::new(er::ER_WRONG_ARGUMENTS, er::SQLSTATE_GENERAL, m.clone())
+        }
+        ControlError::Policy(p) => ErrPacket::new(
+            er::ER_WRONG_VALUE_FOR_VAR,
+            er::SQLSTATE_SYNTAX_OR_ACCESS,
+            format!("Variable 'AUTO_SCALING_POLICY' can't be set: {p}"),
+        ),
+        ControlError::NotFound(_)
+        | ControlError::Conflict(_)
+        | ControlError::NotAllMoved(_)
+        | ControlError::Internal(_) => {
+            ErrPacket::new(er::ER_UNKNOWN_ERROR, er::SQLSTATE_GENERAL, e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{scramble_response, sha1_password};
+
+    fn admin(password: Option<&str>) -> AdminConfig {
+        AdminConfig {
+            sql_address: "127.0.0.1:0".parse().unwrap(),
+            http_address: "127.0.0.1:0".parse().unwrap(),
+            user: "admin".into(),
+            password: password.map(str::to_string),
+            token: None,
+        }
+    }
+
+    #[test]
+    fn credentials() {
+        let salt = crate::protocol::generate_scramble();
+        let good = scramble_response(&sha1_password(b"pw"), &salt);
+        let bad = scramble_response(&sha1_password(b"px"), &salt);
+        let a = admin(Some("pw"));
+        assert!(credentials_ok(&a, "admin", &good, &salt));
+        assert!(!credentials_ok(&a, "admin", &bad, &salt));
+        assert!(!credentials_ok(&a, "root", &good, &salt));
+        assert!(!credentials_ok(&a, "admin", &[], &salt));
+        // No password (or an empty one): only the empty response.
+        for a in [admin(None), admin(Some(""))] {
+            assert!(credentials_ok(&a, "admin", &[], &salt));
+            assert!(!credentials_ok(&a, "admin", &good, &salt));
+        }
+    }
+
+    #[test]
+    fn error_numbers() {
+        assert_eq!(
+            control_error(&ControlError::NotFound("unknown server 'x'".into())).code,
+            1105
+        );
+        assert_eq!(
+            control_error(&ControlError::BadRequest("w".into())).code,
+            1210
+        );
+        let e = syntax_error(&parse::parse("CONTROL X").unwrap_err());
+        assert_eq!((e.code, e.sql_state_str()), (1064, "42000"));
+        assert!(e.message.contains("near 'X'"), "{}", e.message);
+    }
+
+    #[test]
+    fn connect_time_selects() {
+        let conn = Conn {
+            id: 7,
+            user: "admin".into(),
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            caps: OFFERED,
+            database: None,
+        };
+        let Statement::SelectExprs { items, limit } = parse::parse(
+            "SELECT @@max_allowed_packet, @@wait_timeout, @@socket, CONNECTION_ID(), DATABASE()",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        let Reply::Rows(t) = select_exprs(&conn, &items, limit) else {
+            panic!("not rows")
+        };
+        assert_eq!(
+            t.wire_rows(),
+            vec![vec![
+                Some(MAX_PACKET.to_string()),
+                Some("28800".into()),
+                None,
+                Some("7".into()),
+                None
+            ]]
+        );
+        assert_eq!(t.columns[0], ("@@max_allowed_packet".into(), Kind::Int));
+        let Statement::SelectExprs { items, limit } = parse::parse("SELECT @@nope").unwrap() else {
+            panic!()
+        };
+        let Reply::Err(e) = select_exprs(&conn, &items, limit) else {
+            panic!("no error")
+        };
+        assert_eq!(e.code, 1193);
+    }
+}

@@ -1,0 +1,556 @@
+//! Admin SQL (`admin.sql_address`) of the real daemon, with real MariaDB
+//! servers: the tables, every CONTROL statement, the policy, error numbers
+//! and messages, login, and what client libraries send on connect
+//! (mysql_async and the `mariadb` command-line client).
+
+use std::collections::BTreeMap;
+
+use anyhow::{ensure, Context, Result};
+use mysql_async::prelude::*;
+use mysql_async::{Conn, OptsBuilder, Row};
+use redirector_tests::daemon::{app_users_toml, free_port, free_ports, servers_toml, Redirector};
+use redirector_tests::*;
+
+const ADMIN_USER: &str = "admin";
+const ADMIN_PASSWORD: &str = "adm1n-pass";
+
+const SESSION_COLUMNS: &[&str] = &[
+    "SESSION_ID",
+    "USER",
+    "CLIENT_ADDRESS",
+    "SERVER_NAME",
+    "STATE",
+    "IN_TRANSACTION",
+    "MOVABLE",
+    "NOT_MOVABLE_REASON",
+    "MOVES",
+    "DATAPATH",
+];
+const SERVER_COLUMNS: &[&str] = &["SERVER_NAME", "ADDRESS", "WEIGHT", "STATE", "SESSIONS"];
+const MOVE_COLUMNS: &[&str] = &[
+    "SESSION_ID",
+    "FROM_SERVER",
+    "TO_SERVER",
+    "RESULT",
+    "REASON",
+    "DURATION_MS",
+];
+
+/// A daemon (userspace data path, admin password set) in front of `servers`.
+fn start_daemon(servers: &[&MariaDb]) -> Result<Redirector> {
+    let ports = free_ports(2)?;
+    let cfg = format!(
+        "[datapath]\nmode = \"userspace\"\n\n[admin]\nsql_address = \"127.0.0.1:{}\"\nhttp_address = \"127.0.0.1:{}\"\nuser = \"{ADMIN_USER}\"\npassword = \"{ADMIN_PASSWORD}\"\n\n[mover]\ndefault_wait_timeout_s = 10\n\n{}{}",
+        ports[0],
+        ports[1],
+        app_users_toml(),
+        servers_toml(servers)
+    );
+    Redirector::start(&cfg)
+}
+
+fn admin_opts(r: &Redirector, user: &str, password: Option<&str>) -> OptsBuilder {
+    let addr = r.admin_sql_addr();
+    OptsBuilder::default()
+        .ip_or_hostname(addr.ip().to_string())
+        .tcp_port(addr.port())
+        .user(Some(user))
+        .pass(password)
+        // Never look for a unix socket.
+        .prefer_socket(false)
+}
+
+async fn admin(r: &Redirector) -> Result<Conn> {
+    Conn::new(admin_opts(r, ADMIN_USER, Some(ADMIN_PASSWORD)))
+        .await
+        .context("admin SQL login")
+}
+
+/// A session through the redirector, with the server it landed on.
+async fn open(r: &Redirector, bed: &TestBed) -> Result<(Conn, String)> {
+    let opts = OptsBuilder::default()
+        .ip_or_hostname(r.addr.ip().to_string())
+        .tcp_port(r.addr.port())
+        .user(Some(APP_USER))
+        .pass(Some(APP_PASSWORD))
+        .db_name(Some(TEST_DB))
+        // Otherwise mysql_async reconnects over the backend's unix socket.
+        .prefer_socket(false);
+    let mut c = Conn::new(opts).await?;
+    let server = server_of(&mut c, bed).await?;
+    Ok((c, server))
+}
+
+/// The name of the server an app session is on now.
+async fn server_of(c: &mut Conn, bed: &TestBed) -> Result<String> {
+    let port: Option<u16> = c.query_first("SELECT @@port").await?;
+    bed.servers()
+        .iter()
+        .find(|s| Some(s.port) == port)
+        .map(|s| s.name.clone())
+        .with_context(|| format!("session on unknown port {port:?}"))
+}
+
+/// A result as column names and rows of text (None = NULL).
+struct Rows {
+    columns: Vec<String>,
+    rows: Vec<Vec<Option<String>>>,
+}
+
+impl Rows {
+    fn col(&self, name: &str) -> usize {
+        self.columns
+            .iter()
+            .position(|c| c == name)
+            .unwrap_or_else(|| panic!("no column {name} in {:?}", self.columns))
+    }
+
+    /// The row whose `key` column is `value`.
+    fn find(&self, key: &str, value: &str) -> Option<&Vec<Option<String>>> {
+        let i = self.col(key);
+        self.rows.iter().find(|r| r[i].as_deref() == Some(value))
+    }
+
+    fn get<'a>(&self, row: &'a [Option<String>], col: &str) -> Option<&'a str> {
+        row[self.col(col)].as_deref()
+    }
+}
+
+async fn select(c: &mut Conn, sql: &str) -> Result<Rows> {
+    let mut result = c.query_iter(sql).await.with_context(|| sql.to_string())?;
+    let columns = result
+        .columns()
+        .map(|cols| cols.iter().map(|c| c.name_str().into_owned()).collect())
+        .unwrap_or_default();
+    let raw: Vec<Row> = result.collect().await?;
+    let rows = raw
+        .into_iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| r.get::<Option<String>, usize>(i).flatten())
+                .collect()
+        })
+        .collect();
+    Ok(Rows { columns, rows })
+}
+
+/// Runs a statement that must fail; returns the server error.
+async fn fails(c: &mut Conn, sql: &str) -> Result<(u16, String, String)> {
+    match c.query_drop(sql).await {
+        Ok(()) => anyhow::bail!("{sql}: succeeded, expected an error"),
+        Err(mysql_async::Error::Server(e)) => Ok((e.code, e.state, e.message)),
+        Err(e) => Err(e).context(sql.to_string()),
+    }
+}
+
+/// Runs a statement that must succeed; returns (affected rows, info).
+async fn run(c: &mut Conn, sql: &str) -> Result<(u64, String)> {
+    c.query_drop(sql).await.with_context(|| sql.to_string())?;
+    Ok((c.affected_rows(), c.info().into_owned()))
+}
+
+fn other(name: &str) -> &'static str {
+    if name == "db1" {
+        "db2"
+    } else {
+        "db1"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_moves_and_errors() -> Result<()> {
+    let bed = TestBed::start(2)?;
+    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
+    let r = start_daemon(&servers)?;
+    let (mut a, sa) = open(&r, &bed).await?;
+    let (mut b, sb) = open(&r, &bed).await?;
+    let mut adm = admin(&r).await?;
+
+    // ---- sessions.
+    let t = select(&mut adm, "SELECT * FROM sessions").await?;
+    assert_eq!(t.columns, SESSION_COLUMNS);
+    assert_eq!(t.rows.len(), 2, "{:?}", t.rows);
+    for (c, server) in [(&a, &sa), (&b, &sb)] {
+        let row = t
+            .find("SESSION_ID", &c.id().to_string())
+            .with_context(|| format!("session {} not listed: {:?}", c.id(), t.rows))?;
+        assert_eq!(t.get(row, "USER"), Some(APP_USER));
+        assert_eq!(t.get(row, "SERVER_NAME"), Some(server.as_str()));
+        assert_eq!(t.get(row, "STATE"), Some("idle"));
+        assert_eq!(t.get(row, "IN_TRANSACTION"), Some("0"));
+        assert_eq!(t.get(row, "MOVABLE"), Some("1"));
+        assert_eq!(t.get(row, "NOT_MOVABLE_REASON"), None);
+        assert_eq!(t.get(row, "MOVES"), Some("0"));
+        assert_eq!(t.get(row, "DATAPATH"), Some("userspace"));
+        let client = t.get(row, "CLIENT_ADDRESS").unwrap_or_default();
+        assert!(client.starts_with("127.0.0.1:"), "{client}");
+    }
+
+    // ---- servers.
+    let t = select(&mut adm, "select * from SERVERS;").await?;
+    assert_eq!(t.columns, SERVER_COLUMNS);
+    for db in bed.servers() {
+        let row = t.find("SERVER_NAME", &db.name).context("server listed")?;
+        assert_eq!(t.get(row, "ADDRESS"), Some(db.addr().to_string().as_str()));
+        assert_eq!(t.get(row, "WEIGHT"), Some("10"));
+        assert_eq!(t.get(row, "STATE"), Some("active"));
+        let expected = [&sa, &sb].iter().filter(|s| **s == &db.name).count();
+        assert_eq!(t.get(row, "SESSIONS"), Some(expected.to_string().as_str()));
+    }
+
+    // ---- projection, WHERE, ORDER BY, LIMIT.
+    let newest = a.id().max(b.id());
+    let t = select(
+        &mut adm,
+        "SELECT session_id, Server_Name FROM sessions WHERE user = 'app' AND movable = 1 ORDER BY session_id DESC LIMIT 1",
+    )
+    .await?;
+    assert_eq!(t.columns, ["session_id", "Server_Name"]);
+    assert_eq!(t.rows.len(), 1);
+    assert_eq!(t.rows[0][0].as_deref(), Some(newest.to_string().as_str()));
+    let (code, state, msg) = fails(&mut adm, "SELECT nope FROM sessions").await?;
+    assert_eq!((code, state.as_str()), (1054, "42S22"), "{msg}");
+    assert_eq!(msg, "Unknown column 'nope' in 'field list'");
+    let (code, _, msg) = fails(&mut adm, "SELECT * FROM tables").await?;
+    assert_eq!(code, 1146, "{msg}");
+
+    // ---- CONTROL MOVE SESSION: the app session now answers from the other server.
+    let to = other(&sa);
+    let (affected, info) = run(
+        &mut adm,
+        &format!("CONTROL MOVE SESSION {} TO '{to}' WAIT TIMEOUT 10", a.id()),
+    )
+    .await?;
+    assert_eq!(affected, 1, "{info}");
+    assert!(info.contains("1 session(s) moved"), "{info}");
+    assert_eq!(server_of(&mut a, &bed).await?, to);
+
+    // ---- moves.
+    let t = select(&mut adm, "SELECT * FROM moves").await?;
+    assert_eq!(t.columns, MOVE_COLUMNS);
+    let row = t
+        .find("SESSION_ID", &a.id().to_string())
+        .context("the move is listed")?;
+    assert_eq!(t.get(row, "FROM_SERVER"), Some(sa.as_str()));
+    assert_eq!(t.get(row, "TO_SERVER"), Some(to));
+    assert_eq!(t.get(row, "RESULT"), Some("ok"));
+    assert_eq!(t.get(row, "REASON"), None);
+    let ms: f64 = t.get(row, "DURATION_MS").unwrap_or_default().parse()?;
+    assert!(ms > 0.0, "duration {ms}");
+    let t = select(&mut adm, "SELECT MOVES FROM sessions WHERE session_id = ").await;
+    assert!(t.is_err(), "a WHERE without a value is a syntax error");
+
+    // ---- MOVE ALL INACTIVE, MOVE ALL … FROM.
+    let (affected, info) = run(&mut adm, "CONTROL MOVE ALL INACTIVE SESSIONS TO 'db1'").await?;
+    ensure!(affected >= 1, "{info}");
+    assert_eq!(server_of(&mut a, &bed).await?, "db1");
+    assert_eq!(server_of(&mut b, &bed).await?, "db1");
+    let (affected, info) = run(
+        &mut adm,
+        "control move all sessions from 'db1' to 'db2' wait timeout 10 force",
+    )
+    .await?;
+    assert_eq!(affected, 2, "{info}");
+    assert_eq!(server_of(&mut a, &bed).await?, "db2");
+    assert_eq!(server_of(&mut b, &bed).await?, "db2");
+    let t = select(
+        &mut adm,
+        "SELECT SERVER_NAME, SESSIONS FROM servers ORDER BY SERVER_NAME",
+    )
+    .await?;
+    assert_eq!(
+        t.rows,
+        [
+            [Some("db1".to_string()), Some("0".to_string())],
+            [Some("db2".to_string()), Some("2".to_string())]
+        ]
+    );
+
+    // ---- errors.
+    let (code, state, msg) = fails(&mut adm, "CONTROL MOVE SESSION 999999 TO 'db1'").await?;
+    assert_eq!((code, state.as_str()), (1105, "HY000"), "{msg}");
+    assert!(msg.contains("unknown session 999999"), "{msg}");
+    let (code, _, msg) = fails(
+        &mut adm,
+        &format!("CONTROL MOVE SESSION {} TO 'nope'", a.id()),
+    )
+    .await?;
+    assert_eq!(code, 1105, "{msg}");
+    assert!(msg.contains("unknown server 'nope'"), "{msg}");
+    let (code, state, msg) = fails(&mut adm, "CONTROL MOVE SESSION TO 'db2'").await?;
+    assert_eq!((code, state.as_str()), (1064, "42000"), "{msg}");
+    assert!(msg.contains("near 'TO 'db2''"), "{msg}");
+    let (code, _, msg) = fails(&mut adm, "CONTROL MOVE SESSION 1 TO 'db2' WAIT TIMEOUT -5").await?;
+    assert!(code == 1064 && msg.contains("near '-5'"), "{code} {msg}");
+    let (code, _, msg) = fails(
+        &mut adm,
+        &format!(
+            "CONTROL MOVE SESSION {} TO 'db1' WAIT TIMEOUT 100000",
+            a.id()
+        ),
+    )
+    .await?;
+    assert_eq!(code, 1210, "{msg}");
+    // Prepared statements are not part of the admin protocol: 1047, and
+    // the connection stays usable.
+    match adm.prep("SELECT 1").await {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1047, "{e:?}"),
+        other => panic!("COM_STMT_PREPARE: {other:?}"),
+    }
+    adm.ping().await?;
+    adm.disconnect().await?;
+    drop((a, b));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_add_rebalance_remove_and_policy() -> Result<()> {
+    let bed = TestBed::start(3)?;
+    // db3 is not configured: it joins with CONTROL ADD SERVER.
+    let configured: Vec<&MariaDb> = bed.servers().iter().take(2).collect();
+    let db3 = bed.server("db3").context("db3")?;
+    let r = start_daemon(&configured)?;
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(open(&r, &bed).await?.0);
+    }
+    let mut adm = admin(&r).await?;
+
+    // ---- DRAIN: every session leaves db1, which shows 'drained'.
+    let (affected, info) = run(&mut adm, "CONTROL DRAIN SERVER 'db1' WAIT TIMEOUT 10").await?;
+    assert!(info.contains("server 'db1' drained"), "{info}");
+    ensure!(affected >= 1, "{info}");
+    for c in &mut sessions {
+        assert_eq!(server_of(c, &bed).await?, "db2");
+    }
+    let states = server_states(&mut adm).await?;
+    assert_eq!(states["db1"], ("drained".to_string(), 0));
+    assert_eq!(states["db2"], ("active".to_string(), 3));
+
+    // ---- UNDRAIN.
+    run(&mut adm, "CONTROL UNDRAIN SERVER 'db1'").await?;
+    assert_eq!(server_states(&mut adm).await?["db1"].0, "active");
+
+    // ---- ADD SERVER, then REBALANCE: one session on each server.
+    let (affected, info) = run(
+        &mut adm,
+        &format!(
+            "CONTROL ADD SERVER 'db3' ADDRESS '{}' WEIGHT 10",
+            db3.addr()
+        ),
+    )
+    .await?;
+    assert_eq!(affected, 1, "{info}");
+    assert_eq!(
+        server_states(&mut adm).await?["db3"],
+        ("active".to_string(), 0)
+    );
+    let (affected, info) = run(&mut adm, "CONTROL REBALANCE WAIT TIMEOUT 10").await?;
+    assert_eq!(affected, 2, "{info}");
+    let mut on: BTreeMap<String, usize> = BTreeMap::new();
+    for c in &mut sessions {
+        *on.entry(server_of(c, &bed).await?).or_default() += 1;
+    }
+    assert_eq!(on.len(), 3, "{on:?}");
+    for (name, (_, count)) in server_states(&mut adm).await? {
+        assert_eq!(count, 1, "{name}");
+    }
+
+    // ---- REMOVE SERVER: db3's session moves, db3 is gone.
+    let (affected, info) = run(&mut adm, "CONTROL REMOVE SERVER 'db3' WAIT TIMEOUT 10").await?;
+    assert_eq!(affected, 1, "{info}");
+    let states = server_states(&mut adm).await?;
+    assert!(!states.contains_key("db3"), "{states:?}");
+    assert_eq!(states.values().map(|(_, n)| n).sum::<usize>(), 3);
+    for c in &mut sessions {
+        assert_ne!(server_of(c, &bed).await?, "db3");
+    }
+
+    // ---- ALTER SYSTEM SET AUTO_SCALING_POLICY: weights show in servers.
+    let policy = r#"{"version": 1, "clusterResourceGroups": [{"groupId": "default",
+        "clusters": [{"clusterId": "db1", "weight": 5}, {"clusterId": "db2", "weight": 20}],
+        "scalingPolicy": "session-weighted"}]}"#;
+    let (_, info) = run(
+        &mut adm,
+        &format!("ALTER SYSTEM SET AUTO_SCALING_POLICY = '{policy}'"),
+    )
+    .await?;
+    assert!(info.contains("session-weighted"), "{info}");
+    let t = select(
+        &mut adm,
+        "SELECT SERVER_NAME, WEIGHT FROM servers ORDER BY WEIGHT",
+    )
+    .await?;
+    assert_eq!(
+        t.rows,
+        [
+            [Some("db1".to_string()), Some("5".to_string())],
+            [Some("db2".to_string()), Some("20".to_string())]
+        ]
+    );
+    let (code, state, msg) = fails(
+        &mut adm,
+        "ALTER SYSTEM SET AUTO_SCALING_POLICY = '{\"version\": 1,\n \"clusterResourceGroups\": ['",
+    )
+    .await?;
+    assert_eq!((code, state.as_str()), (1231, "42000"), "{msg}");
+    assert!(msg.contains("line 2 column"), "{msg}");
+
+    // ---- errors.
+    let (code, _, msg) = fails(&mut adm, "CONTROL DRAIN SERVER 'nope'").await?;
+    assert_eq!(code, 1105, "{msg}");
+    assert!(msg.contains("unknown server 'nope'"), "{msg}");
+    let (code, _, msg) = fails(&mut adm, "CONTROL UNDRAIN SERVER 'nope'").await?;
+    assert!(code == 1105 && msg.contains("'nope'"), "{code} {msg}");
+    let (code, _, msg) = fails(
+        &mut adm,
+        "CONTROL ADD SERVER 'db9' ADDRESS '127.0.0.1:1' WEIGHT 0",
+    )
+    .await?;
+    assert!(code == 1210 && msg.contains("weight 0"), "{code} {msg}");
+    let (code, _, msg) = fails(&mut adm, "CONTROL ADD SERVER 'db1' ADDRESS '127.0.0.1:1'").await?;
+    assert!(code == 1105 && msg.contains("db1"), "{code} {msg}");
+    let (code, _, msg) = fails(&mut adm, "CONTROL REMOVE SERVER 'nope'").await?;
+    assert!(code == 1105 && msg.contains("'nope'"), "{code} {msg}");
+    Ok(())
+}
+
+/// `servers` as name → (STATE, SESSIONS).
+async fn server_states(c: &mut Conn) -> Result<BTreeMap<String, (String, usize)>> {
+    let t = select(c, "SELECT SERVER_NAME, STATE, SESSIONS FROM servers").await?;
+    t.rows
+        .iter()
+        .map(|r| {
+            let name = r[0].clone().context("name")?;
+            let state = r[1].clone().context("state")?;
+            let n = r[2].as_deref().context("sessions")?.parse()?;
+            Ok((name, (state, n)))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_and_client_compatibility() -> Result<()> {
+    let bed = TestBed::start(1)?;
+    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
+    let r = start_daemon(&servers)?;
+
+    // ---- wrong password, wrong user, no password: 1045.
+    for (user, pass, using) in [
+        (ADMIN_USER, Some("wrong"), "YES"),
+        ("root", Some(ADMIN_PASSWORD), "YES"),
+        (ADMIN_USER, None, "NO"),
+    ] {
+        match Conn::new(admin_opts(&r, user, pass)).await {
+            Err(mysql_async::Error::Server(e)) => {
+                assert_eq!((e.code, e.state.as_str()), (1045, "28000"), "{e:?}");
+                assert_eq!(
+                    e.message,
+                    format!(
+                        "Access denied for user '{user}'@'127.0.0.1' (using password: {using})"
+                    )
+                );
+            }
+            other => panic!("{user}/{pass:?}: {other:?}"),
+        }
+    }
+
+    // ---- what clients send on connect, COM_PING, COM_INIT_DB.
+    let mut adm =
+        Conn::new(admin_opts(&r, ADMIN_USER, Some(ADMIN_PASSWORD)).db_name(Some("redirector")))
+            .await?;
+    adm.ping().await?;
+    let comment: Option<String> = adm.query_first("SELECT @@version_comment LIMIT 1").await?;
+    assert!(comment.is_some_and(|c| c.starts_with("redirector admin SQL")));
+    let t = select(
+        &mut adm,
+        "SELECT @@max_allowed_packet, @@session.autocommit, DATABASE()",
+    )
+    .await?;
+    assert_eq!(
+        t.columns,
+        ["@@max_allowed_packet", "@@session.autocommit", "DATABASE()"]
+    );
+    assert_eq!(t.rows[0][2].as_deref(), Some("redirector"));
+    for sql in [
+        "SET NAMES utf8mb4",
+        "SET autocommit=1",
+        "SET SESSION sql_mode = ''",
+        "USE other",
+    ] {
+        adm.query_drop(sql).await.with_context(|| sql.to_string())?;
+    }
+    let t = select(&mut adm, "SHOW TABLES").await?;
+    assert_eq!(t.rows.len(), 3);
+    let (code, _, msg) = fails(&mut adm, "SELECT @@nope").await?;
+    assert_eq!(code, 1193, "{msg}");
+    let (code, _, msg) = fails(&mut adm, "  ;").await?;
+    assert_eq!(code, 1065, "{msg}");
+    adm.disconnect().await?;
+
+    // ---- a malformed handshake ends only that connection.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(r.admin_sql_addr()).await?;
+        let mut greeting = [0u8; 512];
+        let n = s.read(&mut greeting).await?;
+        ensure!(n > 4 && greeting[4] == 10, "HandshakeV10 expected");
+        s.write_all(&[3, 0, 0, 1, 0xde, 0xad, 0xbe]).await?;
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).await?;
+        ensure!(reply.get(4) == Some(&0xff), "ERR expected: {reply:?}");
+    }
+    admin(&r).await?.ping().await?;
+
+    // ---- the mariadb command-line client.
+    let out = cli_query(
+        r.admin_sql_addr(),
+        ADMIN_USER,
+        ADMIN_PASSWORD,
+        "SELECT SERVER_NAME, STATE FROM servers; CONTROL UNDRAIN SERVER 'db1';",
+    )?;
+    assert_eq!(out.trim(), "db1\tactive");
+
+    // ---- no admin.password on loopback: the empty password, and only it.
+    let open_daemon =
+        Redirector::start(&format!("{}{}", app_users_toml(), servers_toml(&servers)))?;
+    Conn::new(admin_opts(&open_daemon, ADMIN_USER, None))
+        .await?
+        .ping()
+        .await?;
+    match Conn::new(admin_opts(&open_daemon, ADMIN_USER, Some("x"))).await {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1045),
+        other => panic!("a password where none is set: {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_address_in_use_is_a_clear_error() -> Result<()> {
+    let bed = TestBed::start(1)?;
+    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = taken.local_addr()?;
+    let cfg = format!(
+        "[admin]\nsql_address = \"{addr}\"\nhttp_address = \"127.0.0.1:{}\"\n\n{}{}",
+        free_port()?,
+        app_users_toml(),
+        servers_toml(&servers)
+    );
+    // The harness may see our own listener answer and think the daemon
+    // is up; either way the daemon must exit, naming the setting.
+    let log = match Redirector::start(&cfg) {
+        Err(e) => format!("{e:#}"),
+        Ok(mut r) => {
+            let start = std::time::Instant::now();
+            while r.alive() && start.elapsed() < std::time::Duration::from_secs(10) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            ensure!(!r.alive(), "the daemon runs without its admin SQL port");
+            r.log()
+        }
+    };
+    let wanted = format!("cannot bind the admin SQL listener on {addr} (admin.sql_address)");
+    assert!(log.contains(&wanted), "{log}");
+    Ok(())
+}
