@@ -225,6 +225,40 @@ async fn move_carries_every_kind_of_state() -> Result<()> {
     );
     let moves = b.get("/v1/moves").await?;
     ensure!(moves[0]["result"] == "ok", "{moves}");
+
+    // The move is in the Prometheus metrics (parsed by a real parser).
+    let text = b
+        .client
+        .get(format!("http://{}/metrics", b.http))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))?;
+    let sample = |name: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| s.value.clone())
+    };
+    match sample(
+        "redirector_moves_total",
+        &[("result", "ok"), ("reason", "operator")],
+    ) {
+        // OpenMetrics counters parse as untyped with this parser.
+        Some(prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v)) => {
+            ensure!(v == 1.0, "moves_total {v}")
+        }
+        other => anyhow::bail!("redirector_moves_total: {other:?}"),
+    }
+    match sample("redirector_move_duration_seconds", &[]) {
+        Some(prometheus_parse::Value::Histogram(h)) => {
+            let count = h.iter().map(|b| b.count).fold(0.0, f64::max);
+            ensure!(count == 1.0, "move_duration_seconds count {count}");
+        }
+        other => anyhow::bail!("redirector_move_duration_seconds: {other:?}"),
+    }
     Ok(())
 }
 
@@ -645,4 +679,191 @@ impl Drop for CliSession {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A minimal blocking MySQL client speaking raw packets, for protocol
+/// states no client crate exposes (server-side cursors, long data).
+struct RawClient {
+    s: std::net::TcpStream,
+}
+
+impl RawClient {
+    fn connect(addr: std::net::SocketAddr) -> Result<RawClient> {
+        use redirector::protocol::constants::capability::*;
+        use redirector::protocol::{sha1_password, BackendLogin, BackendLoginParams, LoginStep};
+        let s = std::net::TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut c = RawClient { s };
+        let (seq, greeting) = c.read()?;
+        let params = BackendLoginParams {
+            capabilities: CLIENT_PROTOCOL_41
+                | CLIENT_SECURE_CONNECTION
+                | CLIENT_PLUGIN_AUTH
+                | CLIENT_DEPRECATE_EOF
+                | CLIENT_TRANSACTIONS
+                | CLIENT_LONG_PASSWORD
+                | CLIENT_CONNECT_WITH_DB
+                | CLIENT_MULTI_RESULTS
+                | CLIENT_PS_MULTI_RESULTS,
+            mariadb_capabilities: 0,
+            max_packet_size: 16 << 20,
+            collation: 45,
+            user: APP_USER.into(),
+            database: Some(TEST_DB.into()),
+            sha1_password: Some(sha1_password(APP_PASSWORD.as_bytes())),
+            connect_attrs: Vec::new(),
+        };
+        let (mut login, response) = BackendLogin::start(&greeting, params)?;
+        c.write(seq.wrapping_add(1), &response)?;
+        loop {
+            let (seq, p) = c.read()?;
+            match login.on_packet(&p)? {
+                LoginStep::Send(data) => c.write(seq.wrapping_add(1), &data)?,
+                LoginStep::Done(_) => return Ok(c),
+            }
+        }
+    }
+
+    fn write(&mut self, seq: u8, payload: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let len = payload.len() as u32;
+        let mut out = vec![len as u8, (len >> 8) as u8, (len >> 16) as u8, seq];
+        out.extend_from_slice(payload);
+        self.s.write_all(&out)?;
+        Ok(())
+    }
+
+    fn read(&mut self) -> Result<(u8, Vec<u8>)> {
+        use std::io::Read;
+        let mut h = [0u8; 4];
+        self.s.read_exact(&mut h)?;
+        let mut p = vec![0u8; u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize];
+        self.s.read_exact(&mut p)?;
+        Ok((h[3], p))
+    }
+
+    fn command(&mut self, payload: &[u8]) -> Result<()> {
+        self.write(0, payload)
+    }
+
+    /// COM_STMT_PREPARE; reads the definitions; returns (id, params, columns).
+    fn prepare(&mut self, sql: &str) -> Result<(u32, u16, u16)> {
+        let mut p = vec![0x16];
+        p.extend_from_slice(sql.as_bytes());
+        self.command(&p)?;
+        let (_, ok) = self.read()?;
+        ensure!(<[u8]>::first(&ok) == Some(&0), "prepare failed: {ok:?}");
+        let id = u32::from_le_bytes([ok[1], ok[2], ok[3], ok[4]]);
+        let cols = u16::from_le_bytes([ok[5], ok[6]]);
+        let params = u16::from_le_bytes([ok[7], ok[8]]);
+        for _ in 0..(cols + params) {
+            self.read()?;
+        }
+        Ok((id, params, cols))
+    }
+
+    /// Reads a result set (text or binary) up to its terminator; returns the
+    /// rows' raw payloads.
+    fn result_set(&mut self) -> Result<Vec<Vec<u8>>> {
+        let (_, first) = self.read()?;
+        ensure!(<[u8]>::first(&first) != Some(&0xff), "error: {first:?}");
+        let cols = first[0] as usize;
+        for _ in 0..cols {
+            self.read()?;
+        }
+        let mut rows = Vec::new();
+        loop {
+            let (_, p) = self.read()?;
+            if <[u8]>::first(&p) == Some(&0xfe) && p.len() < 0xffffff {
+                return Ok(rows);
+            }
+            ensure!(<[u8]>::first(&p) != Some(&0xff), "error: {p:?}");
+            rows.push(p);
+        }
+    }
+
+    /// `SELECT @@port` over the text protocol.
+    fn server_port(&mut self) -> Result<u16> {
+        self.command(b"\x03SELECT @@port")?;
+        let rows = self.result_set()?;
+        let row = rows.first().context("no row")?;
+        Ok(std::str::from_utf8(&row[1..])?.parse()?)
+    }
+}
+
+/// Open cursor and pending long data: the move waits for them to end, and
+/// fails after the wait timeout with that reason; once they end it moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_and_long_data_block_moves_until_they_end() -> Result<()> {
+    let b = Bed::start(2).await?;
+    let mut c = RawClient::connect(b.daemon.addr)?;
+    let here_port = c.server_port()?;
+    let (_, there) = b.names_for(here_port);
+    let id = {
+        let sessions = b.get("/v1/sessions").await?;
+        sessions[0]["session_id"].as_u64().context("session id")?
+    };
+
+    // A read-only cursor left open (rows not fetched).
+    let (stmt, _, _) = c.prepare("SELECT COLLATION_NAME FROM information_schema.COLLATIONS")?;
+    let mut exec = vec![0x17];
+    exec.extend_from_slice(&stmt.to_le_bytes());
+    exec.push(0x01); // CURSOR_TYPE_READ_ONLY
+    exec.extend_from_slice(&1u32.to_le_bytes());
+    c.command(&exec)?;
+    let rows = c.result_set()?;
+    ensure!(rows.is_empty(), "a cursor sends no rows before FETCH");
+    let (status, body) = b.move_to(&[id], &there, 0.5, false).await?;
+    ensure!(status == 409, "{body}");
+    ensure!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("open cursor"),
+        "{body}"
+    );
+    let mut close = vec![0x19];
+    close.extend_from_slice(&stmt.to_le_bytes());
+    c.command(&close)?;
+    let (status, body) = b.move_to(&[id], &there, 5.0, false).await?;
+    ensure!(status == 200, "after closing the cursor: {body}");
+    ensure!(c.server_port()? == b.port_of(&there));
+
+    // Long data sent for a parameter, statement not executed yet.
+    let (stmt, params, _) = c.prepare("SELECT CONCAT(?, '!')")?;
+    ensure!(params == 1);
+    let mut long = vec![0x18];
+    long.extend_from_slice(&stmt.to_le_bytes());
+    long.extend_from_slice(&0u16.to_le_bytes());
+    long.extend_from_slice(b"long-value");
+    c.command(&long)?;
+    let (status, body) = b
+        .move_to(&[id], &b.names_for(b.port_of(&there)).1, 0.5, false)
+        .await?;
+    ensure!(status == 409, "{body}");
+    ensure!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("pending long data"),
+        "{body}"
+    );
+    let mut exec = vec![0x17];
+    exec.extend_from_slice(&stmt.to_le_bytes());
+    exec.push(0);
+    exec.extend_from_slice(&1u32.to_le_bytes());
+    exec.push(0); // NULL bitmap
+    exec.push(1); // new params bound
+    exec.extend_from_slice(&[0xfe, 0x00]); // MYSQL_TYPE_STRING, value from long data
+    c.command(&exec)?;
+    let rows = c.result_set()?;
+    ensure!(
+        rows.first().is_some_and(|r| r.ends_with(b"long-value!")),
+        "{rows:?}"
+    );
+    let back = b.names_for(b.port_of(&there)).1;
+    let (status, body) = b.move_to(&[id], &back, 5.0, false).await?;
+    ensure!(status == 200, "after executing: {body}");
+    ensure!(c.server_port()? == b.port_of(&back));
+    Ok(())
 }

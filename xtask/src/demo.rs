@@ -13,6 +13,8 @@ use redirector_tests::TestBed;
 pub const DEMO_LISTEN: &str = "127.0.0.1:3306";
 pub const DEMO_ADMIN_SQL: &str = "127.0.0.1:6033";
 pub const DEMO_ADMIN_HTTP: &str = "127.0.0.1:9104";
+/// Printed once everything runs (the scripted check waits for it).
+const READY_LINE: &str = "Press Ctrl-C to stop (servers and temporary files are removed).";
 
 pub fn demo(redirector: &std::path::Path) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -54,7 +56,9 @@ password = "{apppw}"
         app = redirector_tests::APP_USER,
         apppw = redirector_tests::APP_PASSWORD,
     );
-    for s in bed.servers() {
+    // db3 is left out: it is the server to add at runtime in the
+    // walkthrough (docs/operations.md).
+    for s in bed.servers().iter().take(2) {
         config.push_str(&format!(
             "\n[[servers]]\nname = \"{}\"\naddress = \"{}\"\nweight = 10\n",
             s.name,
@@ -74,20 +78,64 @@ password = "{apppw}"
         .spawn()
         .with_context(|| format!("starting {}", redirector.display()))?;
 
+    // Ready when it accepts (or explain why it stopped).
+    let mut listening = false;
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("the redirector exited ({status}) before listening on {DEMO_LISTEN}");
+        }
+        if std::net::TcpStream::connect(DEMO_LISTEN).is_ok() {
+            listening = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !listening {
+        terminate(child.id());
+        let _ = child.wait();
+        anyhow::bail!("the redirector did not listen on {DEMO_LISTEN} within 20 s");
+    }
     println!();
     println!("Backends:");
-    for s in bed.servers() {
-        println!("  {}  {}  (server_id {})", s.name, s.addr(), s.server_id);
+    for (i, s) in bed.servers().iter().enumerate() {
+        let role = if i < 2 {
+            "configured"
+        } else {
+            "spare, not configured yet"
+        };
+        println!(
+            "  {}  {}  (server_id {}, {role})",
+            s.name,
+            s.addr(),
+            s.server_id
+        );
     }
     println!();
     println!("Connect an application or the CLI through the redirector:");
     println!(
-        "  mariadb -h127.0.0.1 -P3306 -u{} -p{} -e 'SELECT @@hostname, @@port, @@server_id'",
+        "  mariadb -h127.0.0.1 -P3306 -u{} -p{} -e 'SELECT @@port, @@server_id'",
         redirector_tests::APP_USER,
         redirector_tests::APP_PASSWORD
     );
     println!();
-    println!("Press Ctrl-C to stop (servers and temporary files are removed).");
+    println!("Admin SQL (any MySQL client):  mariadb -h127.0.0.1 -P6033 -uadmin -padmin");
+    println!("  SELECT * FROM sessions;   SELECT * FROM servers;   SELECT * FROM moves;");
+    if let Some(db3) = bed.servers().get(2) {
+        println!(
+            "  CONTROL ADD SERVER '{}' ADDRESS '{}' WEIGHT 10;  CONTROL REBALANCE;",
+            db3.name,
+            db3.addr()
+        );
+    }
+    println!("  CONTROL DRAIN SERVER 'db1' WAIT TIMEOUT 30;  CONTROL UNDRAIN SERVER 'db1';");
+    println!("  CONTROL MOVE SESSION <id> TO 'db2';");
+    println!(
+        "REST / CLI:  {} ctl --url http://{DEMO_ADMIN_HTTP} --token demo-token servers",
+        redirector.display()
+    );
+    println!("Metrics:     curl http://{DEMO_ADMIN_HTTP}/metrics");
+    println!();
+    println!("{READY_LINE}");
 
     let status = loop {
         if stop.load(Ordering::SeqCst) {
@@ -109,4 +157,113 @@ fn terminate(pid: u32) {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
+}
+
+/// The scripted check run by `cargo xtask test`: starts `cargo xtask demo`
+/// as a user would (this same binary), connects the `mariadb` client to the
+/// redirector and to the admin SQL port, then stops it with Ctrl-C (SIGINT).
+pub fn check() -> Result<()> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().context("locating xtask")?;
+    let mut demo = Command::new(exe)
+        .arg("demo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the demo")?;
+    let stdout = demo.stdout.take().context("demo stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            // Read to the end: the demo prints on its way out too, and a
+            // closed pipe would make that fail.
+            let _ = tx.send(line);
+        }
+    });
+    let result = (|| -> Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .context("the demo did not become ready within 300 s")?;
+            if line == READY_LINE {
+                break;
+            }
+        }
+        let app = mariadb(&[
+            "-h127.0.0.1",
+            "-P3306",
+            &format!("-u{}", redirector_tests::APP_USER),
+            &format!("-p{}", redirector_tests::APP_PASSWORD),
+            "-e",
+            "SELECT @@server_id",
+        ])?;
+        anyhow::ensure!(
+            app.trim().parse::<u32>().is_ok(),
+            "unexpected answer through the redirector: {app:?}"
+        );
+        let servers = mariadb(&[
+            "-h127.0.0.1",
+            "-P6033",
+            "-uadmin",
+            "-padmin",
+            "-e",
+            "SELECT SERVER_NAME, STATE FROM servers",
+        ])?;
+        anyhow::ensure!(
+            servers.contains("db1\tactive") && servers.contains("db2\tactive"),
+            "unexpected admin answer: {servers:?}"
+        );
+        println!(
+            "demo check: client answered server_id {}; admin SQL lists db1, db2 active",
+            app.trim()
+        );
+        Ok(())
+    })();
+    // Ctrl-C, as a user would stop it.
+    let _ = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status();
+    let status = wait_timeout(&mut demo, Duration::from_secs(60))?;
+    result?;
+    anyhow::ensure!(
+        status.success(),
+        "the demo exited with {status} after Ctrl-C"
+    );
+    Ok(())
+}
+
+fn mariadb(args: &[&str]) -> Result<String> {
+    let out = Command::new("mariadb")
+        .args(["-N", "-B"])
+        .args(args)
+        .output()
+        .context("running the mariadb client")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "mariadb {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn wait_timeout(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Result<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(s);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            anyhow::bail!("the demo did not stop within {limit:?} of Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

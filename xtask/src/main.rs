@@ -41,6 +41,9 @@ enum Command {
     },
     /// Start local MariaDB backends and the redirector in front of them; Ctrl-C stops all.
     Demo,
+    /// The scripted demo check `test` runs (demo up, mariadb client, Ctrl-C).
+    #[command(hide = true)]
+    DemoCheck,
     /// The whole test suite (what .ci/run calls): setup, build, lint, tests.
     Test {
         /// Extra arguments passed to `cargo test` (e.g. a test name filter).
@@ -90,6 +93,7 @@ fn main() -> Result<()> {
             build()?;
             demo::demo(&redirector_bin())
         }
+        Command::DemoCheck => demo::check(),
         Command::Test { args } => {
             setup::setup()?;
             // The daemon binary is built by `cargo test` itself (redirector
@@ -200,7 +204,11 @@ fn test(extra: &[String]) -> Result<()> {
     if !extra.is_empty() {
         t.arg("--").args(extra);
     }
-    let result = run(&mut t);
+    let mut result = run(&mut t);
+    if result.is_ok() && extra.is_empty() {
+        util::step("demo check: `cargo xtask demo` serves a mariadb client, stops on Ctrl-C");
+        result = demo::check();
+    }
     // Every test bed stops its servers on drop, also when a test panics;
     // a leftover server is a bug in the suite.
     let left = redirector_tests::leftover_mariadbd();

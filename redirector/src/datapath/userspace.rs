@@ -109,6 +109,12 @@ pub async fn relay(
             } else {
                 Vec::new()
             },
+            // As `SELECT @@SESSION.session_track_state_change` shows it.
+            checks: if r.login.state_tracked {
+                vec![("SESSION_TRACK_STATE_CHANGE".into(), Some("1".into()))]
+            } else {
+                Vec::new()
+            },
             user_variables: Vec::new(),
         },
         state_changes: r.proto.tracker.state_changes(),
@@ -699,15 +705,39 @@ impl Relay {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        let state = match tokio::time::timeout(
+        // The target login runs while the source's state is read: the two
+        // take about as long, and the move's latency is the longer one.
+        let Some(mut params) = self.session.login_params() else {
+            return fail("the session has no login parameters".into());
+        };
+        params.database = None;
+        let login =
+            tokio::time::timeout(TARGET_TIMEOUT, crate::proxy::login_backend(&target, params));
+        let read = tokio::time::timeout(
             SOURCE_READ_TIMEOUT,
             move_state::read_source(src, &mut self.hints, now),
-        )
-        .await
-        {
+        );
+        let (read, login) = tokio::join!(read, login);
+        let login = match login {
+            Ok(Ok((stream, login, _))) => Ok((stream, login)),
+            Ok(Err(e)) => Err(format!("login to the target failed: {e}")),
+            Err(_) => Err(format!(
+                "login to the target timed out after {TARGET_TIMEOUT:?}"
+            )),
+        };
+        let state = match read {
             Ok(Ok(s)) => s,
-            Ok(Err(StateError::NotMovable(why))) => return Ok((MoveReply::NotMovable(why), None)),
-            Ok(Err(StateError::Failed(why))) => return fail(why),
+            Ok(Err(e)) => {
+                if let Ok((stream, _)) = login {
+                    BackendConn::new(stream, self.login.capabilities)
+                        .quit()
+                        .await;
+                }
+                return match e {
+                    StateError::NotMovable(why) => Ok((MoveReply::NotMovable(why), None)),
+                    StateError::Failed(why) => fail(why),
+                };
+            }
             Err(_) => {
                 return Err(RelayError::Backend(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
@@ -715,7 +745,11 @@ impl Relay {
                 )))
             }
         };
-        match self.open_on(&target, &state).await {
+        let logged_in = match login {
+            Ok(x) => x,
+            Err(why) => return fail(why),
+        };
+        match self.open_on(&target, &state, Some(logged_in)).await {
             Ok((stream, login, prepared)) => {
                 self.adopt(target_name, &login, prepared, state);
                 Ok((
@@ -739,13 +773,15 @@ impl Relay {
         &self,
         target: &crate::backend::Backend,
         state: &move_state::SessionState,
+        logged_in: Option<(TcpStream, protocol::BackendLogin)>,
     ) -> Result<(TcpStream, protocol::BackendLogin, BTreeMap<u32, (u32, u16)>), StateError> {
         let Some(mut params) = self.session.login_params() else {
             return Err(StateError::Failed(
                 "the session has no login parameters".into(),
             ));
         };
-        params.database = state.schema.clone();
+        // `rebuild` selects the schema.
+        params.database = None;
         let statements: BTreeMap<u32, (Vec<u8>, u16)> = self
             .statements
             .by_id
@@ -756,9 +792,17 @@ impl Relay {
             state.fingerprint(&statements.iter().map(|(&id, (_, p))| (id, *p)).collect());
         let caps = self.login.capabilities;
         let attempt = async {
-            let (stream, login, _) = crate::proxy::login_backend(target, params)
-                .await
-                .map_err(|e| StateError::Failed(format!("login to the target failed: {e}")))?;
+            let (stream, login) = match logged_in {
+                Some(x) => x,
+                None => {
+                    let (stream, login, _) = crate::proxy::login_backend(target, params)
+                        .await
+                        .map_err(|e| {
+                            StateError::Failed(format!("login to the target failed: {e}"))
+                        })?;
+                    (stream, login)
+                }
+            };
             let wanted = caps & !(CLIENT_SSL | CLIENT_CONNECT_WITH_DB | CLIENT_MYSQL);
             if login.capabilities() & wanted != wanted {
                 return Err(StateError::NotMovable(format!(
@@ -854,7 +898,7 @@ impl Relay {
             .take(2)
             .collect();
         for target in candidates {
-            match self.open_on(&target, &state).await {
+            match self.open_on(&target, &state, None).await {
                 Ok((stream, login, prepared)) => {
                     self.adopt(&target.name, &login, prepared, state);
                     let reply = MoveReply::Moved {

@@ -6,7 +6,9 @@
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::constants::capability::CLIENT_DEPRECATE_EOF;
-use crate::protocol::constants::command::{COM_QUERY, COM_QUIT, COM_STMT_CLOSE, COM_STMT_PREPARE};
+use crate::protocol::constants::command::{
+    COM_INIT_DB, COM_QUERY, COM_QUIT, COM_STMT_CLOSE, COM_STMT_PREPARE,
+};
 use crate::protocol::ErrPacket;
 use crate::proxy::{PacketIo, SessionError};
 
@@ -138,6 +140,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BackendConn<S> {
                     Err(e) => bad = Some(e),
                 },
             }
+        }
+    }
+
+    /// COM_INIT_DB: selects the default schema.
+    pub async fn init_db(&mut self, schema: &str) -> Result<(), ConnError> {
+        self.command(COM_INIT_DB, schema.as_bytes()).await?;
+        let p = self.read().await?;
+        match p.first() {
+            Some(0x00) => Ok(()),
+            Some(0xff) => Err(server_error(&p)),
+            _ => Err(ConnError::Unexpected("COM_INIT_DB reply")),
         }
     }
 
