@@ -867,3 +867,82 @@ async fn cursor_and_long_data_block_moves_until_they_end() -> Result<()> {
     ensure!(c.server_port()? == b.port_of(&back));
     Ok(())
 }
+
+/// A server that cannot carry the session's capabilities: it speaks the
+/// MySQL handshake (without CLIENT_DEPRECATE_EOF) and accepts any login.
+fn start_server_without_deprecate_eof() -> Result<std::net::SocketAddr> {
+    use redirector::protocol::constants::capability::{CLIENT_DEPRECATE_EOF, RELAYABLE};
+    use redirector::protocol::InitialHandshake;
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let greeting = InitialHandshake::for_client(
+                    "5.5.5-10.11.0-MariaDB-fake",
+                    n as u32 + 1,
+                    RELAYABLE & !CLIENT_DEPRECATE_EOF,
+                    0,
+                    45,
+                    2,
+                )
+                .to_payload();
+                let mut out = vec![greeting.len() as u8, (greeting.len() >> 8) as u8, 0, 0];
+                out.extend_from_slice(&greeting);
+                if s.write_all(&out).is_err() {
+                    return;
+                }
+                let mut h = [0u8; 4];
+                if s.read_exact(&mut h).is_err() {
+                    return;
+                }
+                let mut response = vec![0u8; u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize];
+                if s.read_exact(&mut response).is_err() {
+                    return;
+                }
+                let ok = [7u8, 0, 0, h[3].wrapping_add(1), 0, 0, 0, 2, 0, 0, 0];
+                let _ = s.write_all(&ok);
+                // Hold the connection until the peer closes it.
+                let mut sink = [0u8; 1024];
+                while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// A target that lacks a capability the session uses is not eligible: the
+/// move is refused with that reason and the session stays, unharmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_lacking_a_capability_is_refused() -> Result<()> {
+    let b = Bed::start(2).await?;
+    let fake = start_server_without_deprecate_eof()?;
+    let (status, body) = b
+        .post(
+            "/v1/servers",
+            json!({"name": "old", "address": fake.to_string(), "weight": 1}),
+        )
+        .await?;
+    ensure!(status == 201, "{body}");
+    let mut c = loop {
+        let mut c = b.conn().await?;
+        if port(&mut c).await.is_ok() {
+            break c;
+        }
+    };
+    let before = port(&mut c).await?;
+    c.query_drop("SET @still = 'here'").await?;
+    let (status, body) = b.move_to(&[session_id(&c)], "old", 2.0, false).await?;
+    ensure!(status == 409, "{body}");
+    let err = body["error"].as_str().unwrap_or_default();
+    ensure!(
+        err.contains("lacks capabilities 0x01000000"),
+        "expected the missing DEPRECATE_EOF to be named: {err}"
+    );
+    ensure!(port(&mut c).await? == before);
+    let still: Option<String> = c.query_first("SELECT @still").await?;
+    ensure!(still.as_deref() == Some("here"));
+    Ok(())
+}

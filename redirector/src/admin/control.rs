@@ -110,11 +110,7 @@ pub async fn move_sessions(
     spec: &MoveSpec,
 ) -> Result<MoveReport, ControlError> {
     let report = mover::move_sessions(shared, spec, move_reason::OPERATOR).await?;
-    if report.not_moved.is_empty() {
-        Ok(report)
-    } else {
-        Err(ControlError::NotAllMoved(report))
-    }
+    Ok(report.all_moved()?)
 }
 
 pub async fn drain(
@@ -132,11 +128,7 @@ pub fn undrain(shared: &Shared, server: &str) -> Result<(), ControlError> {
 
 pub async fn rebalance(shared: &Arc<Shared>, wait: Duration) -> Result<MoveReport, ControlError> {
     let report = mover::rebalance(shared, wait, shared.config.mover.rebalance_rate).await?;
-    if report.not_moved.is_empty() {
-        Ok(report)
-    } else {
-        Err(ControlError::NotAllMoved(report))
-    }
+    Ok(report.all_moved()?)
 }
 
 /// Drains the server, then removes it from the servers and the policy.

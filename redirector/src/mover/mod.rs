@@ -123,6 +123,15 @@ impl MoveReport {
         format!("{} session(s) moved; not moved: {list}", self.moved.len())
     }
 
+    /// The report if every session moved, else the error naming the rest.
+    pub fn all_moved(self) -> Result<MoveReport, MoverError> {
+        if self.not_moved.is_empty() {
+            Ok(self)
+        } else {
+            Err(MoverError::NotAllMoved(self))
+        }
+    }
+
     fn push(&mut self, r: MoveRecord) {
         if r.result == move_result::OK {
             self.moved.push(r)
@@ -481,12 +490,9 @@ pub async fn drain(
     tracing::info!(server, "draining");
     let sessions = sessions_on(shared, server);
     let plan = assign_targets(shared, &sessions, None)?;
-    let report = run_moves(shared, plan, wait, force, move_reason::DRAIN, None).await;
-    if report.not_moved.is_empty() {
-        Ok(report)
-    } else {
-        Err(MoverError::NotAllMoved(report))
-    }
+    run_moves(shared, plan, wait, force, move_reason::DRAIN, None)
+        .await
+        .all_moved()
 }
 
 pub fn undrain(shared: &Shared, server: &str) -> Result<(), MoverError> {
