@@ -169,6 +169,7 @@ async fn open(r: &Redirector, bed: &TestBed) -> Result<(mysql_async::Conn, Strin
 /// Every `/v1` endpoint with a body that would be valid if authorised.
 const V1_ENDPOINTS: &[(&str, &str, Option<&str>)] = &[
     ("GET", "/v1/sessions", None),
+    ("GET", "/v1/moves", None),
     ("GET", "/v1/servers", None),
     (
         "POST",
