@@ -148,17 +148,7 @@ pub async fn remove_server(
         g.clusters.retain(|c| c.cluster_id != server);
     }
     if doc.group().is_some_and(|g| !g.clusters.is_empty()) {
-        let placement = {
-            let current = shared
-                .placement
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            placement_for(&current, &doc)?
-        };
-        *shared
-            .placement
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = placement;
+        switch_placement(shared, &doc)?;
         *policy = doc;
     }
     Ok(report)
@@ -252,21 +242,28 @@ pub fn set_policy(shared: &Shared, text: &str) -> Result<PolicyDocument, Control
         .map(|b| b.name.clone())
         .collect();
     let doc = parse_policy(text, &names).map_err(ControlError::Policy)?;
+    switch_placement(shared, &doc)?;
+    *policy = doc.clone();
+    drop(policy);
+    tracing::info!(policy = %serde_json::to_string(&doc).unwrap_or_default(), "placement policy replaced");
+    Ok(doc)
+}
+
+/// Puts the placement for `doc` in effect (the caller holds the policy lock
+/// and stores `doc` after).
+fn switch_placement(shared: &Shared, doc: &PolicyDocument) -> Result<(), ControlError> {
     let placement = {
         let current = shared
             .placement
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        placement_for(&current, &doc)?
+        placement_for(&current, doc)?
     };
     *shared
         .placement
         .write()
         .unwrap_or_else(PoisonError::into_inner) = placement;
-    *policy = doc.clone();
-    drop(policy);
-    tracing::info!(policy = %serde_json::to_string(&doc).unwrap_or_default(), "placement policy replaced");
-    Ok(doc)
+    Ok(())
 }
 
 /// The placement for `doc`, continuing `current`'s round-robin rotation.
