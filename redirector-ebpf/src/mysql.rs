@@ -85,6 +85,8 @@
 
 /// Number of payload bytes of each logical packet reported by the framer.
 pub const PREFIX_LEN: usize = 32;
+const PREFIX_MASK: usize = PREFIX_LEN - 1;
+const _: () = assert!(PREFIX_LEN.is_power_of_two());
 /// Largest packet payload; a payload of exactly this size continues in the next packet.
 pub const MAX_PACKET: u32 = 0x00FF_FFFF;
 /// Commands that can be outstanding at once (pipelining). A power of two.
@@ -201,6 +203,9 @@ pub mod lost {
     pub const UNSOLICITED: u8 = 3;
     /// A server packet that cannot occur in the current state.
     pub const MALFORMED: u8 = 4;
+    /// The kernel could not follow every packet of a segment (too many
+    /// packets needing the full state machine in one skb).
+    pub const BUDGET: u8 = 5;
 }
 
 // ---------------------------------------------------------------------------
@@ -511,6 +516,42 @@ impl Framer {
         }
     }
 
+    /// Skips up to `n` payload bytes of a packet whose prefix was already
+    /// reported. Returns the bytes skipped (0 when not inside such a payload).
+    pub fn skip_payload_bytes(&mut self, n: u32) -> u32 {
+        if self.hdr_len != 4 || self.emitted == 0 {
+            return 0;
+        }
+        let rest = self.frag_len.saturating_sub(self.frag_pos);
+        let k = if rest < n { rest } else { n };
+        self.frag_pos = self.frag_pos.saturating_add(k);
+        if self.frag_pos >= self.frag_len {
+            self.hdr_len = 0;
+        }
+        k
+    }
+
+    /// At a boundary, passes over a whole packet (`header`, payload shorter
+    /// than 16 MiB) that needs no prefix, of which `available` bytes (header
+    /// included) are at hand; the rest is skipped later by
+    /// [`Framer::skip_payload_bytes`]. Returns the bytes consumed.
+    pub fn skip_packet(&mut self, header: [u8; 4], available: u32) -> u32 {
+        let len = u32::from_le_bytes([header[0], header[1], header[2], 0]);
+        self.packets = self.packets.wrapping_add(1);
+        let total = len.saturating_add(4);
+        if available >= total {
+            return total;
+        }
+        self.hdr = header;
+        self.hdr_len = 4;
+        self.frag_len = len;
+        self.frag_pos = available.saturating_sub(4);
+        self.cont = 0;
+        self.next_cont = 0;
+        self.emitted = 1;
+        available
+    }
+
     fn event(&self) -> PacketInfo {
         let want = if self.frag_len < PREFIX_LEN as u32 {
             self.frag_len as usize
@@ -522,9 +563,7 @@ impl Framer {
         let mut prefix = [0u8; PREFIX_LEN];
         let mut i = 0usize;
         while i < want && i < PREFIX_LEN {
-            if let (Some(dst), Some(&src)) = (prefix.get_mut(i), self.prefix.get(i)) {
-                *dst = src;
-            }
+            prefix[i & PREFIX_MASK] = self.prefix[i & PREFIX_MASK];
             i += 1;
         }
         PacketInfo {
@@ -550,8 +589,13 @@ impl Framer {
                 let mut i = self.hdr_len as usize;
                 while i < 4 {
                     let Some(b) = byte_at(data, used) else { break };
-                    if let Some(slot) = self.hdr.get_mut(i) {
-                        *slot = b;
+                    // Constant indices: LLVM drops a mask it can prove
+                    // redundant, and the verifier then cannot bound `i`.
+                    match i {
+                        0 => self.hdr[0] = b,
+                        1 => self.hdr[1] = b,
+                        2 => self.hdr[2] = b,
+                        _ => self.hdr[3] = b,
                     }
                     i += 1;
                     used += 1;
@@ -575,9 +619,11 @@ impl Framer {
                 };
                 while self.frag_pos < want {
                     let Some(b) = byte_at(data, used) else { break };
-                    if let Some(slot) = self.prefix.get_mut(self.frag_pos as usize) {
-                        *slot = b;
-                    }
+                    // A volatile read keeps LLVM from turning the masked
+                    // index into a running pointer the verifier cannot bound.
+                    // SAFETY: reading our own field.
+                    let pos = unsafe { core::ptr::read_volatile(&raw const self.frag_pos) };
+                    self.prefix[pos as usize & PREFIX_MASK] = b;
                     self.frag_pos += 1;
                     used += 1;
                 }
@@ -647,11 +693,17 @@ pub struct IdSet {
     _pad: [u8; 2],
 }
 
+// Indices are masked (the capacity is a power of two) rather than checked
+// with `get`: the BPF verifier follows a mask, while LLVM may move a bounds
+// check onto a copy of the register that the verifier does not connect.
+const ID_MASK: usize = ID_SET_CAP - 1;
+const _: () = assert!(ID_SET_CAP.is_power_of_two());
+
 impl IdSet {
     pub fn contains(&self, id: u32) -> bool {
         let mut i = 0usize;
         while i < ID_SET_CAP && i < self.len as usize {
-            if self.ids.get(i) == Some(&id) {
+            if self.ids[i & ID_MASK] == id {
                 return true;
             }
             i += 1;
@@ -663,24 +715,25 @@ impl IdSet {
         if self.contains(id) {
             return;
         }
-        match self.ids.get_mut(self.len as usize) {
-            Some(slot) => {
-                *slot = id;
-                self.len += 1;
-            }
-            None => self.overflow = 1,
+        let len = self.len as usize;
+        if len < ID_SET_CAP {
+            self.ids[len & ID_MASK] = id;
+            self.len += 1;
+        } else {
+            self.overflow = 1;
         }
     }
 
     fn remove(&mut self, id: u32) {
+        let len = self.len as usize;
+        if len == 0 || len > ID_SET_CAP {
+            return;
+        }
+        let last = (len - 1) & ID_MASK;
         let mut i = 0usize;
-        while i < ID_SET_CAP && i < self.len as usize {
-            if self.ids.get(i) == Some(&id) {
-                let last = (self.len as usize).saturating_sub(1);
-                let moved = self.ids.get(last).copied().unwrap_or(0);
-                if let Some(slot) = self.ids.get_mut(i) {
-                    *slot = moved;
-                }
+        while i < ID_SET_CAP && i < len {
+            if self.ids[i & ID_MASK] == id {
+                self.ids[i & ID_MASK] = self.ids[last];
                 self.len = last as u8;
                 return;
             }
@@ -1207,10 +1260,44 @@ impl Tracker {
         ClientPacket::Command(command)
     }
 
+    /// The part of [`Tracker::on_server_packet`] that needs only the first
+    /// payload byte and the length: a row in a result set, or a column
+    /// definition that is not the last. `None` when the packet needs the
+    /// whole prefix. (The kernel walks long result sets with this alone.)
+    pub fn on_server_packet_head(&mut self, first: u8, len: u32) -> Option<ServerPacket> {
+        if self.lost_sync() || self.fifo_len == 0 || first == 0xFF || len >= MAX_PACKET {
+            return None;
+        }
+        match self.resp {
+            resp::ROWS => {
+                let terminator = first == 0xFE && (self.deprecate_eof() || len < 9);
+                (!terminator).then_some(ServerPacket::Row)
+            }
+            resp::COLUMNS => {
+                self.remaining = self.remaining.saturating_sub(1);
+                if self.remaining == 0 {
+                    self.after_columns();
+                }
+                Some(ServerPacket::ColumnDef)
+            }
+            _ => None,
+        }
+    }
+
+    /// Stops following the session (the kernel could not see every packet).
+    pub fn give_up(&mut self) {
+        self.lose(lost::BUDGET);
+    }
+
     /// A logical packet from the server.
     pub fn on_server_packet(&mut self, p: &PacketInfo) -> ServerPacket {
         if self.lost_sync() {
             return ServerPacket::Ignored;
+        }
+        if let Some(first) = p.first() {
+            if let Some(kind) = self.on_server_packet_head(first, p.len) {
+                return kind;
+            }
         }
         let first = p.first();
         if self.fifo_len == 0 {
@@ -1498,3 +1585,148 @@ unsafe impl aya::Pod for PacketInfo {}
 
 #[cfg(test)]
 mod tests;
+
+// ---------------------------------------------------------------------------
+// Walking a backend stream segment by segment (the kernel's backend verdict).
+//
+// The kernel sees the backend's stream as TCP segments that start and end
+// anywhere in a packet. It cannot loop over a segment's packets with the
+// whole state machine inside (the verifier explores every iteration), so it
+// alternates two steps, each its own program run:
+// - [`walk_heads`]: rows and column definitions need only the first payload
+//   byte and the length ([`Tracker::on_server_packet_head`]); payload is
+//   skipped without reading it.
+// - [`full_packet`]: one packet through [`Tracker::on_server_packet`], when
+//   its header and prefix are in the segment; otherwise the caller feeds the
+//   rest of the segment to [`Framer::next_event`], which keeps partial bytes
+//   for the next segment (a straddle).
+// Userspace tests drive the same functions over random segmentations.
+
+/// Walks at most `steps` packets or payload skips of a segment of `len`
+/// bytes from `off`, using only first bytes and lengths. `load5(off)` reads
+/// 5 bytes of the segment (`None` past its end). Returns the new offset and
+/// whether the packet at it needs [`full_packet`] (false: the segment, or
+/// the step budget, is used up).
+#[inline(always)]
+pub fn walk_heads<L: Fn(u32) -> Option<[u8; 5]>>(
+    framer: &mut Framer,
+    tracker: &mut Tracker,
+    mut off: u32,
+    len: u32,
+    steps: u32,
+    load5: L,
+) -> (u32, bool) {
+    let mut i = 0u32;
+    while i < steps && off < len {
+        i += 1;
+        let skipped = framer.skip_payload_bytes(len - off);
+        if skipped > 0 {
+            off += skipped;
+            continue;
+        }
+        if !framer.at_boundary() {
+            return (off, true);
+        }
+        let Some(h) = load5(off) else {
+            return (off, true);
+        };
+        let plen = u32::from_le_bytes([h[0], h[1], h[2], 0]);
+        if plen == 0 || tracker.on_server_packet_head(h[4], plen).is_none() {
+            return (off, true);
+        }
+        off += framer.skip_packet([h[0], h[1], h[2], h[3]], len - off);
+    }
+    (off, false)
+}
+
+/// One packet at `off` through the whole state machine, if the framer is at
+/// a boundary and the packet's header and prefix are within the segment.
+/// `load(off, buf, n)` reads `n` (1..=PREFIX_LEN) bytes of the segment into
+/// `buf` and returns how many it read. Returns the new offset, or `None`
+/// when the caller must use the straddle step ([`Framer::next_event`]).
+#[inline(always)]
+pub fn full_packet<L4, L>(
+    framer: &mut Framer,
+    tracker: &mut Tracker,
+    off: u32,
+    len: u32,
+    load4: L4,
+    load: L,
+) -> Option<u32>
+where
+    L4: Fn(u32) -> Option<[u8; 4]>,
+    L: Fn(u32, &mut [u8; PREFIX_LEN], u32) -> usize,
+{
+    if !framer.at_boundary() || len.saturating_sub(off) < 4 {
+        return None;
+    }
+    let h = load4(off)?;
+    let plen = u32::from_le_bytes([h[0], h[1], h[2], 0]);
+    let want = if plen < PREFIX_LEN as u32 {
+        plen
+    } else {
+        PREFIX_LEN as u32
+    };
+    let avail = len - off;
+    if plen >= MAX_PACKET || avail - 4 < want {
+        return None;
+    }
+    let mut p = PacketInfo::EMPTY;
+    p.len = plen;
+    p.seq = h[3];
+    if want > 0 {
+        let n = load(off + 4, &mut p.prefix, want);
+        if n != want as usize {
+            return None;
+        }
+    }
+    p.prefix_len = want as u8;
+    tracker.on_server_packet(&p);
+    Some(off + framer.skip_packet(h, avail))
+}
+
+/// Whether the kernel session path may carry a command itself (`prefix` =
+/// the first payload bytes of the client packet), or must pass it to the
+/// daemon (the slow path). The daemon must see what changes how it relays
+/// or what the mover rebuilds and cannot read back from the server:
+/// prepared statements (PREPARE/CLOSE/RESET), COM_INIT_DB, COM_CHANGE_USER,
+/// COM_RESET_CONNECTION, COM_SET_OPTION, COM_QUIT, and SQL that may create
+/// temporary tables, locks, XA or SQL-level prepared statements. Only plain
+/// statements whose first keyword is one of a short list stay in the kernel.
+/// COM_STMT_EXECUTE is decided by the caller too (parameter types must have
+/// been seen by the daemon once).
+pub fn kernel_path_command(prefix: &[u8]) -> bool {
+    match byte_at(prefix, 0) {
+        Some(cmd::PING) | Some(cmd::STMT_EXECUTE) | Some(cmd::STMT_FETCH) => true,
+        Some(cmd::QUERY) => {
+            let mut word = [0u8; 9];
+            let mut i = 0usize;
+            while i < word.len() {
+                let b = byte_at(prefix, i + 1).unwrap_or(b' ');
+                if let Some(slot) = word.get_mut(i) {
+                    *slot = b.to_ascii_uppercase();
+                }
+                i += 1;
+            }
+            let starts = |w: &[u8]| {
+                let mut j = 0usize;
+                while j < w.len() {
+                    if word.get(j) != w.get(j) {
+                        return false;
+                    }
+                    j += 1;
+                }
+                // The keyword must end there (no `SELECTX`).
+                matches!(word.get(w.len()), Some(b' ' | b'\t' | b'\n' | b'\r' | b'('))
+            };
+            starts(b"SELECT")
+                || starts(b"INSERT")
+                || starts(b"UPDATE")
+                || starts(b"DELETE")
+                || starts(b"BEGIN")
+                || starts(b"COMMIT")
+                || starts(b"ROLLBACK")
+        }
+        _ => false,
+    }
+}

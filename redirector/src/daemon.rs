@@ -22,7 +22,6 @@ const DRAIN_ON_STOP: Duration = Duration::from_secs(5);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    check_datapath(&config)?;
     let listener = TcpListener::bind(config.listen.address)
         .await
         .with_context(|| format!("binding the listener on {}", config.listen.address))?;
@@ -46,11 +45,16 @@ pub fn build_shared(config: Config) -> anyhow::Result<Arc<Shared>> {
     };
     let slots = Arc::new(Semaphore::new(config.listen.max_connections as usize));
     let sessions = Arc::new(SessionRegistry::new());
-    // The kernel session path is not wired in yet: sessions use userspace.
+    let kernel = load_datapath(&config)?;
     let metrics = Arc::new(crate::metrics::Metrics::new(
         sessions.clone(),
         backends.clone(),
-        crate::session::DatapathKind::Userspace,
+        if kernel.is_some() {
+            crate::session::DatapathKind::Ebpf
+        } else {
+            crate::session::DatapathKind::Userspace
+        },
+        kernel.clone(),
     ));
     Ok(Arc::new(Shared {
         backends,
@@ -64,6 +68,7 @@ pub fn build_shared(config: Config) -> anyhow::Result<Arc<Shared>> {
         config,
         greeting: std::sync::RwLock::new(GreetingTemplate::default()),
         moves: crate::mover::MoveLog::default(),
+        kernel,
     }))
 }
 
@@ -174,30 +179,44 @@ async fn learn_greeting(shared: &Shared) {
     tracing::warn!("no backend reachable at start; greeting with defaults");
 }
 
-/// Reports which data path sessions use. The kernel session path (sockets
-/// steered by eBPF after login) is not wired in yet, so sessions use the
-/// userspace relay; an explicit `mode = "ebpf"` is refused rather than
-/// silently degraded.
-fn check_datapath(config: &Config) -> anyhow::Result<()> {
+/// Loads the kernel session path if `datapath.mode` asks for it: `ebpf`
+/// requires it (a load failure is an error), `auto` falls back to the
+/// userspace relay and logs why.
+fn load_datapath(
+    config: &Config,
+) -> anyhow::Result<Option<Arc<crate::datapath::kernel::KernelPath>>> {
     use crate::config::DatapathMode;
+    let load = || {
+        crate::datapath::kernel::KernelPath::load(
+            config.datapath.ebpf_object.as_deref(),
+            &config.datapath.cgroup,
+            config.listen.address,
+        )
+    };
     match config.datapath.mode {
         DatapathMode::Userspace => {
             tracing::info!(mode = "userspace", "datapath");
-            Ok(())
+            Ok(None)
         }
-        DatapathMode::Auto => {
-            match crate::datapath::ebpf::EbpfDatapath::load(config.datapath.ebpf_object.as_deref()) {
-                Ok(_) => tracing::info!(
-                    mode = "userspace",
-                    "eBPF programs load, but the kernel session path is not available in this version; sessions use the userspace relay"
-                ),
-                Err(e) => tracing::info!(mode = "userspace", reason = %e, "eBPF unavailable; sessions use the userspace relay"),
+        DatapathMode::Auto => match load() {
+            Ok(k) => {
+                tracing::info!(mode = "ebpf", "datapath: local applications are carried by the kernel, remote clients by the userspace relay");
+                Ok(Some(Arc::new(k)))
             }
-            Ok(())
-        }
-        DatapathMode::Ebpf => anyhow::bail!(
-            "{}: datapath.mode = \"ebpf\" is not available in this version (the kernel session path is not implemented yet); use \"auto\" or \"userspace\"",
-            config.file.display()
-        ),
+            Err(e) => {
+                tracing::warn!(mode = "userspace", reason = %e, "eBPF unavailable; sessions use the userspace relay");
+                Ok(None)
+            }
+        },
+        DatapathMode::Ebpf => match load() {
+            Ok(k) => {
+                tracing::info!(mode = "ebpf", "datapath");
+                Ok(Some(Arc::new(k)))
+            }
+            Err(e) => Err(anyhow::anyhow!(
+                "{}: datapath.mode = \"ebpf\" but the eBPF programs cannot be used: {e}",
+                config.file.display()
+            )),
+        },
     }
 }

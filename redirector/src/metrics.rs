@@ -165,6 +165,7 @@ impl Metrics {
         sessions: Arc<SessionRegistry>,
         backends: Arc<Backends>,
         mode: DatapathKind,
+        kernel: Option<Arc<crate::datapath::kernel::KernelPath>>,
     ) -> Self {
         let mut registry = Registry::with_prefix("redirector");
 
@@ -239,6 +240,9 @@ impl Metrics {
         registry.register("errors", "Errors, by kind", errors.clone());
 
         registry.register_collector(Box::new(LiveCollector { sessions, backends }));
+        if let Some(kernel) = kernel {
+            registry.register_collector(Box::new(KernelMapCollector { kernel }));
+        }
 
         let metrics = Metrics {
             registry,
@@ -322,6 +326,30 @@ struct LiveCollector {
     backends: Arc<Backends>,
 }
 
+/// `ebpf_map_entries{map}`: entries in each kernel session map, read at
+/// scrape time (every session's entries go when it ends; a leak shows here).
+#[derive(Debug)]
+struct KernelMapCollector {
+    kernel: Arc<crate::datapath::kernel::KernelPath>,
+}
+
+impl Collector for KernelMapCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let entries = self.kernel.map_entries();
+        let mut m = encoder.encode_descriptor(
+            "ebpf_map_entries",
+            "Entries in each eBPF map of the kernel session path",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (map, n) in entries.by_name() {
+            m.encode_family(&[("map", map)])?
+                .encode_gauge(&(n as u64))?;
+        }
+        Ok(())
+    }
+}
+
 impl Collector for LiveCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let backends = self.backends.all();
@@ -388,7 +416,7 @@ mod tests {
             Backend::new("db2", "127.0.0.1:2".parse().unwrap(), 1),
         ]));
         backends.get("db2").unwrap().set_up(false);
-        let m = Metrics::new(sessions.clone(), backends, DatapathKind::Userspace);
+        let m = Metrics::new(sessions.clone(), backends, DatapathKind::Userspace, None);
         let addr = "127.0.0.1:5000".parse().unwrap();
         let _g1 = sessions.register(1, "app", addr, "db1", DatapathKind::Userspace);
         let g2 = sessions.register(2, "app", addr, "db1", DatapathKind::Userspace);

@@ -53,6 +53,9 @@ pub struct Shared {
     pub policy: RwLock<crate::config::PolicyDocument>,
     /// Recent moves (`SELECT * FROM moves`).
     pub moves: crate::mover::MoveLog,
+    /// The kernel session path, when `datapath.mode` selected it and the
+    /// programs loaded.
+    pub kernel: Option<Arc<crate::datapath::kernel::KernelPath>>,
 }
 
 /// What our greeting advertises.
@@ -125,6 +128,14 @@ pub enum ClientStream {
 impl ClientStream {
     pub fn is_tls(&self) -> bool {
         matches!(self, ClientStream::Tls(_))
+    }
+
+    /// The TCP socket of a plain connection.
+    pub fn plain(&self) -> Option<&TcpStream> {
+        match self {
+            ClientStream::Plain(s) => Some(s),
+            ClientStream::Tls(_) => None,
+        }
     }
 }
 
@@ -233,6 +244,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
 
 /// Serves one accepted client until it disconnects.
 pub async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let _forget = KernelForget {
+        shared: shared.clone(),
+        peer,
+    };
     let _ = stream.set_nodelay(true);
     let mut io = PacketIo::new(ClientStream::Plain(stream));
     let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
@@ -267,7 +282,11 @@ pub async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
         tracker,
         login,
     } = established;
-    tracing::info!(parent: &span, user = %guard.session().user(), server = %guard.session().server(), "session established");
+    tracing::info!(parent: &span, user = %guard.session().user(), server = %guard.session().server(), datapath = guard.session().datapath.as_str(), "session established");
+    let kernel = match (&shared.kernel, guard.session().datapath) {
+        (Some(k), DatapathKind::Ebpf) => k.local_app(peer).map(|key| (k.clone(), key)),
+        _ => None,
+    };
     let result = crate::datapath::userspace::relay(
         &shared,
         client,
@@ -275,6 +294,7 @@ pub async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
         guard.session().clone(),
         tracker,
         login,
+        kernel,
     )
     .await;
     match result {
@@ -286,6 +306,21 @@ pub async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     }
     drop(guard);
     drop(permit);
+}
+
+/// Removes the kernel map entries of a client connection, whatever became
+/// of it (refused, failed login, or ended).
+struct KernelForget {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+}
+
+impl Drop for KernelForget {
+    fn drop(&mut self) {
+        if let Some(k) = &self.shared.kernel {
+            k.forget(self.peer, None, &std::collections::BTreeSet::new());
+        }
+    }
 }
 
 /// What the relay needs about how the session logged in (to answer
@@ -429,11 +464,14 @@ async fn connect(
         return Err(SessionError::Refused(format!("access denied for '{user}'")));
     };
 
+    // Local applications over plain TCP are carried by the kernel path.
+    let datapath = match &shared.kernel {
+        Some(k) if !io.io.is_tls() && k.local_app(peer).is_some() => DatapathKind::Ebpf,
+        _ => DatapathKind::Userspace,
+    };
     // Placement: register first so that concurrent placements see this
     // session in the counts.
-    let guard = shared
-        .sessions
-        .register(id, &user, peer, "", DatapathKind::Userspace);
+    let guard = shared.sessions.register(id, &user, peer, "", datapath);
     guard
         .session()
         .set_state(crate::session::SessionState::Connecting);

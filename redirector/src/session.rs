@@ -176,6 +176,11 @@ impl Session {
         self.live().commands += 1;
     }
 
+    /// `n` commands at once (those the kernel carried).
+    pub fn count_commands(&self, n: u64) {
+        self.live().commands += n;
+    }
+
     pub fn set_schema(&self, schema: Option<String>) {
         self.live().schema = schema;
     }

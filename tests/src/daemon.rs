@@ -131,6 +131,13 @@ impl Redirector {
         if !body.contains("[listen]") {
             config.push_str(&format!("[listen]\naddress = \"{addr}\"\n\n"));
         }
+        // The userspace relay unless the test chooses (or
+        // REDIRECTOR_TEST_DATAPATH names a mode for every test).
+        if !body.contains("[datapath]") {
+            let mode =
+                std::env::var("REDIRECTOR_TEST_DATAPATH").unwrap_or_else(|_| "userspace".into());
+            config.push_str(&format!("[datapath]\nmode = \"{mode}\"\n\n"));
+        }
         // Tests run in parallel: never the default admin ports.
         if !body.contains("[admin]") {
             config.push_str(&admin);

@@ -1306,3 +1306,173 @@ fn whole_packet_api_matches_streaming() {
     assert_eq!(kinds, streamed.server_kinds());
     assert_eq!(&t, streamed.last());
 }
+
+// ----- the kernel's segment walk -------------------------------------------------
+
+/// Feeds `server` to `t`/`f` the way the kernel's backend verdict does:
+/// segment by segment (cut at `cuts`), [`walk_heads`] with a small step
+/// budget, [`full_packet`], and the framer byte-wise for straddles.
+fn kernel_walk(t: &mut Tracker, f: &mut Framer, server: &[u8], cuts: &[usize]) {
+    let mut start = 0usize;
+    let mut bounds: Vec<usize> = cuts
+        .iter()
+        .copied()
+        .filter(|&c| c > 0 && c < server.len())
+        .collect();
+    bounds.sort_unstable();
+    bounds.dedup();
+    bounds.push(server.len());
+    for end in bounds {
+        let seg = &server[start..end];
+        start = end;
+        let len = seg.len() as u32;
+        let mut off = 0u32;
+        let load5 = |o: u32| {
+            seg.get(o as usize..o as usize + 5)
+                .map(|b| [b[0], b[1], b[2], b[3], b[4]])
+        };
+        let load4 = |o: u32| {
+            seg.get(o as usize..o as usize + 4)
+                .map(|b| [b[0], b[1], b[2], b[3]])
+        };
+        let load = |o: u32, buf: &mut [u8; PREFIX_LEN], n: u32| {
+            let Some(src) = seg.get(o as usize..o as usize + n as usize) else {
+                return 0;
+            };
+            buf[..src.len()].copy_from_slice(src);
+            src.len()
+        };
+        let mut guard = 0;
+        while off < len {
+            guard += 1;
+            assert!(guard < 100_000, "walk does not progress");
+            let (o, full) = walk_heads(f, t, off, len, 7, load5);
+            off = o;
+            if !full {
+                continue;
+            }
+            match full_packet(f, t, off, len, load4, load) {
+                Some(o) => off = o,
+                None => {
+                    let win = &seg[off as usize..(off as usize + PREFIX_LEN + 4).min(seg.len())];
+                    let (used, ev) = f.next_event(win);
+                    if let Some(p) = ev {
+                        t.on_server_packet(&p);
+                    }
+                    off += used as u32;
+                }
+            }
+        }
+    }
+}
+
+/// Deterministic cut points: small, odd and 64 KiB-ish segments.
+fn cut_sets(total: usize) -> Vec<Vec<usize>> {
+    let mut sets = vec![Vec::new(), (1..total).collect::<Vec<_>>()];
+    for (seed, max) in [(7u64, 9usize), (11, 40), (13, 300), (17, 65_536)] {
+        let mut x = seed;
+        let mut at = 0usize;
+        let mut cuts = Vec::new();
+        while at < total {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            at += 1 + (x >> 33) as usize % max;
+            cuts.push(at);
+        }
+        sets.push(cuts);
+    }
+    sets
+}
+
+fn result_set(seq: &mut u8, deprecate_eof: bool, rows: &[Vec<u8>], last_status: u16) -> Vec<u8> {
+    let mut s = Vec::new();
+    s.extend(wire(seq, &lenenc(3)));
+    for name in ["a", "b", "c"] {
+        s.extend(wire(seq, &coldef(name)));
+    }
+    if !deprecate_eof {
+        s.extend(wire(seq, &eof(0, AC)));
+    }
+    for r in rows {
+        s.extend(wire(seq, r));
+    }
+    if deprecate_eof {
+        s.extend(wire(seq, &ok_fe(last_status)));
+    } else {
+        s.extend(wire(seq, &eof(0, last_status)));
+    }
+    s
+}
+
+#[test]
+fn kernel_segment_walk_matches_the_state_machine() {
+    let big = vec![b'q'; 70_000];
+    let rows: Vec<Vec<u8>> = (0..60)
+        .map(|i| match i % 7 {
+            0 => text_row(&[Some(b"1"), Some(&big[..]), None]),
+            1 => text_row(&[None, None, None]),
+            _ => text_row(&[Some(b"x"), Some(&big[..i * 13]), Some(b"yz")]),
+        })
+        .collect();
+    for caps in [DEP, BASE] {
+        let dep = caps & caps::CLIENT_DEPRECATE_EOF != 0;
+        // Each response answers one COM_QUERY, as the kernel forwards them.
+        let mut responses: Vec<Vec<u8>> = Vec::new();
+        let mut seq = 1u8;
+        responses.push(result_set(&mut seq, dep, &rows, AC));
+        seq = 1;
+        responses.push(wire(&mut seq, &ok(AC | status::IN_TRANS)));
+        seq = 1;
+        responses.push(wire(&mut seq, &err(1064, b"42000", "syntax")));
+        seq = 1;
+        let mut multi = result_set(&mut seq, dep, &rows[..3], AC | MORE);
+        multi.extend(result_set(&mut seq, dep, &rows[3..5], AC | MORE));
+        multi.extend(wire(&mut seq, &ok(AC)));
+        responses.push(multi);
+        for response in &responses {
+            for cuts in cut_sets(response.len()) {
+                let fresh = || {
+                    let mut t = Tracker::new(caps, AC);
+                    t.on_client_packet(&PacketInfo::from_payload(0, &query("SELECT 1")));
+                    t
+                };
+                let mut reference = fresh();
+                let mut rf = Framer::new();
+                rf.feed(response, &mut |p| {
+                    reference.on_server_packet(p);
+                });
+                let (mut t, mut f) = (fresh(), Framer::new());
+                kernel_walk(&mut t, &mut f, response, &cuts);
+                assert!(reference.idle(), "reference not idle");
+                assert_eq!(t, reference, "caps {caps:#x}, {} cuts", cuts.len());
+                assert!(f.at_boundary());
+            }
+        }
+    }
+}
+
+#[test]
+fn kernel_path_commands() {
+    assert!(kernel_path_command(&query("SELECT 1")));
+    assert!(kernel_path_command(&query("select(1)")));
+    assert!(kernel_path_command(&query("Insert into t values (1)")));
+    assert!(kernel_path_command(&query("COMMIT")));
+    assert!(kernel_path_command(&query("BEGIN")));
+    assert!(kernel_path_command(&[cmd::PING]));
+    assert!(kernel_path_command(&execute(1, 0)));
+    assert!(!kernel_path_command(&query("SELECTX 1")));
+    assert!(!kernel_path_command(&query(
+        "CREATE TEMPORARY TABLE t (a INT)"
+    )));
+    assert!(!kernel_path_command(&query("LOCK TABLES t WRITE")));
+    assert!(!kernel_path_command(&query("SET @a = 1")));
+    assert!(!kernel_path_command(&query("  SELECT 1")));
+    assert!(!kernel_path_command(&prepare("SELECT ?")));
+    assert!(!kernel_path_command(&simple(cmd::QUIT)));
+    assert!(!kernel_path_command(&simple(cmd::INIT_DB)));
+    assert!(!kernel_path_command(&simple(cmd::CHANGE_USER)));
+    assert!(!kernel_path_command(&simple(cmd::RESET_CONNECTION)));
+    assert!(!kernel_path_command(&stmt_cmd(cmd::STMT_CLOSE, 1)));
+    assert!(!kernel_path_command(&[]));
+}

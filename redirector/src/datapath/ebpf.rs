@@ -121,16 +121,37 @@ pub enum EbpfError {
     },
 }
 
-fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> EbpfError {
+pub(crate) fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> EbpfError {
     move |source| EbpfError::Map { map, source }
 }
 
-fn sock_err(what: &str) -> impl FnOnce(io::Error) -> EbpfError + '_ {
+pub(crate) fn sock_err(what: &str) -> impl FnOnce(io::Error) -> EbpfError + '_ {
     move |e| EbpfError::Socket(what.to_string(), e)
 }
 
+/// Maps a program load failure to permission, verifier or other errors.
+pub(crate) fn load_error(program: &'static str, source: ProgramError) -> EbpfError {
+    match source {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            if matches!(io_error.raw_os_error(), Some(libc::EPERM)) {
+                EbpfError::Permission(io_error.to_string())
+            } else {
+                EbpfError::Verifier {
+                    program,
+                    source: io_error,
+                    log: verifier_log.to_string(),
+                }
+            }
+        }
+        source => EbpfError::Program { program, source },
+    }
+}
+
 /// True if an error chain bottoms out in EPERM/EACCES.
-fn is_permission(err: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn is_permission(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
         if let Some(io) = e.downcast_ref::<io::Error>() {
@@ -211,7 +232,7 @@ fn inq(fd: BorrowedFd<'_>) -> io::Result<u64> {
 
 /// TCP stream offset up to which the application has read, measured before
 /// the socket enters the sockhash (afterwards SIOCINQ means something else).
-fn copied_offset(fd: BorrowedFd<'_>) -> io::Result<u64> {
+pub(crate) fn copied_offset(fd: BorrowedFd<'_>) -> io::Result<u64> {
     loop {
         let before = tcp_bytes_received(fd)?;
         let queued = inq(fd)?;
@@ -418,26 +439,9 @@ fn load_object(object: Option<&Path>) -> Result<(Ebpf, Maps, SkSkbLinkId), EbpfE
         program: VERDICT_PROGRAM,
         source,
     })?;
-    verdict.load().map_err(|source| match source {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => {
-            if matches!(io_error.raw_os_error(), Some(libc::EPERM)) {
-                EbpfError::Permission(io_error.to_string())
-            } else {
-                EbpfError::Verifier {
-                    program: VERDICT_PROGRAM,
-                    source: io_error,
-                    log: verifier_log.to_string(),
-                }
-            }
-        }
-        source => EbpfError::Program {
-            program: VERDICT_PROGRAM,
-            source,
-        },
-    })?;
+    verdict
+        .load()
+        .map_err(|source| load_error(VERDICT_PROGRAM, source))?;
     // Attach before any insert: sockets inherit the verdict when inserted,
     // and a sockhash socket without a verdict misses wakeups.
     let link = verdict

@@ -18,6 +18,7 @@ use redirector_ebpf::mysql::{self, ClientPacket, ServerPacket};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::datapath::kernel::{KernelPath, KernelSession};
 use crate::mover::conn::BackendConn;
 use crate::mover::state::{self as move_state, Hints, StateError};
 use crate::protocol::command::ChangeUser;
@@ -29,6 +30,7 @@ use crate::protocol::constants::command::{
 use crate::protocol::{self, recover_sha1_password, scramble_response, ErrPacket, PacketHeader};
 use crate::proxy::{ClientStream, LoginState, PacketIo, Shared};
 use crate::session::{DatapathKind, MoveReply, MoveRequest, Session, SessionState};
+use redirector_ebpf::maps::{PUNT_NONE, PUNT_PIPELINED, PUNT_SLOW_COMMAND};
 
 /// Time allowed for the state queries on the source; past it the source
 /// connection's state is unknown and the session is closed.
@@ -37,6 +39,13 @@ const SOURCE_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const TARGET_TIMEOUT: Duration = Duration::from_secs(10);
 
 const READ_CHUNK: usize = 64 * 1024;
+/// How often a session the kernel carries reports its counters and state.
+const KERNEL_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// Time given to the kernel's work queue to deliver redirected segments to
+/// the application before the daemon writes to it (see `kernel_phase`).
+const KERNEL_DELIVERY_GRACE: Duration = Duration::from_millis(10);
+/// HOLD waiting longer than this for a kernel-forwarded response is logged.
+const KERNEL_SLOW_HOLD: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -78,7 +87,11 @@ pub async fn relay(
     session: Arc<Session>,
     proto: mysql::Session,
     login: LoginState,
+    kernel: Option<(Arc<KernelPath>, u64)>,
 ) -> Result<(), RelayError> {
+    let mut kernel = kernel.map(|(path, key)| KernelSession::new(path, key, session.client_addr));
+    // Set when arming found unread client bytes: read before trying again.
+    let mut arm_blocked = false;
     let PacketIo {
         io: client,
         buf: client_leftover,
@@ -177,10 +190,38 @@ pub async fn relay(
             }
             held = Some(packet);
         }
+        if let Some(ks) = kernel.as_mut().filter(|k| !k.disabled) {
+            let quiet = !arm_blocked
+                && held.is_none()
+                && to_backend.is_empty()
+                && to_client.is_empty()
+                && cbuf.is_empty()
+                && sbuf.is_empty()
+                && !client_eof
+                && !r.client_continues
+                && r.proto.idle()
+                && r.ids.is_none()
+                && !r.session.has_pending_move();
+            if quiet {
+                let client = cr.unsplit(cw);
+                let stream = br
+                    .reunite(bw)
+                    .map_err(|e| RelayError::Backend(std::io::Error::other(e.to_string())))?;
+                let ran = r.kernel_phase(ks, &client, &stream).await;
+                (cr, cw) = tokio::io::split(client);
+                (br, bw) = stream.into_split();
+                if !ran {
+                    arm_blocked = true;
+                }
+                // From the top: a move request may have woken the kernel phase.
+                continue;
+            }
+        }
         let client_readable = to_backend.is_empty() && held.is_none() && !client_eof;
         tokio::select! {
             n = cr.read_buf(&mut cbuf), if client_readable => {
                 let n = n.map_err(RelayError::Client)?;
+                arm_blocked = false;
                 if n == 0 {
                     tracing::debug!(quit = r.proto.tracker.quit_sent(), "client closed");
                     client_eof = true;
@@ -444,6 +485,179 @@ impl Relay {
             not_movable_reason(&self.proto).or_else(|| self.hints.reason())
         };
         self.session.observe(state, t.in_transaction(), reason);
+    }
+
+    /// Lets the kernel carry the idle session until it punts (a client
+    /// command the daemon must see, or the client closing), the backend
+    /// sends something unasked (or closes), or a move is requested; then
+    /// takes the session back with the kernel's protocol state. Returns
+    /// false when the session could not be armed (unread client bytes, or
+    /// the kernel path failed: then it stays in userspace).
+    async fn kernel_phase(
+        &mut self,
+        ks: &mut KernelSession,
+        client: &ClientStream,
+        backend: &TcpStream,
+    ) -> bool {
+        use std::os::fd::AsFd;
+        let Some(client) = client.plain() else {
+            ks.disabled = true;
+            return false;
+        };
+        let cookie = match crate::datapath::ebpf::socket_cookie(backend.as_fd()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(session = self.session.id, error = %e, "kernel path: no socket cookie; staying in userspace");
+                ks.disabled = true;
+                return false;
+            }
+        };
+        if !ks.path.caught_up(ks.key, client.as_fd()) {
+            return false;
+        }
+        if ks.backend != Some(cookie) {
+            if let Some(old) = ks.backend.take() {
+                ks.path.detach_backend(old);
+            }
+            match ks.path.attach_backend(ks.key, backend.as_fd()) {
+                Ok(c) => ks.backend = Some(c),
+                Err(e) => {
+                    tracing::warn!(session = self.session.id, error = %e, "kernel path: backend socket not accepted; staying in userspace");
+                    ks.disabled = true;
+                    return false;
+                }
+            }
+        }
+        ks.sync_typed(
+            self.statements
+                .by_id
+                .iter()
+                .filter(|(_, s)| s.params == 0 || s.types.is_some())
+                .map(|(&id, _)| id)
+                .collect(),
+        );
+        ks.epoch += 1;
+        tracing::trace!(session = self.session.id, backend = cookie, "arming");
+        match ks.path.arm(
+            ks.key,
+            client.as_fd(),
+            &self.proto.tracker,
+            cookie,
+            ks.epoch,
+        ) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::trace!(session = self.session.id, counters = ?ks.path.counters(ks.key), "not armed: unread client bytes");
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(session = self.session.id, error = %e, "kernel path: arming failed; staying in userspace");
+                ks.disabled = true;
+                return false;
+            }
+        }
+        tracing::trace!(session = self.session.id, epoch = ks.epoch, "armed");
+        let mut tick = tokio::time::interval(KERNEL_PUBLISH_INTERVAL);
+        tick.tick().await;
+        let woke = loop {
+            tokio::select! {
+                r = client.readable() => {
+                    if r.is_err() || has_input(client) {
+                        break "client";
+                    }
+                }
+                r = backend.readable() => {
+                    if r.is_err() || has_input(backend) {
+                        break "backend";
+                    }
+                }
+                _ = self.session.move_requested() => break "move",
+                _ = tick.tick() => {
+                    self.publish_kernel(ks);
+                }
+            }
+        };
+        tracing::trace!(session = self.session.id, woke, counters = ?ks.path.counters(ks.key), "disarming");
+        ks.path.hold(ks.key).await;
+        // A response the kernel forwarded is finished by the kernel.
+        let mut waited = Duration::ZERO;
+        let track = loop {
+            let Some(t) = ks.path.track(ks.key) else {
+                break None;
+            };
+            let tr = &t.tracker;
+            if !tr.in_flight() || tr.in_infile() || tr.lost_sync() {
+                break Some(t);
+            }
+            if crate::datapath::kernel::hung_up(backend) {
+                break Some(t);
+            }
+            if waited > KERNEL_SLOW_HOLD && waited.as_millis().is_multiple_of(1000) {
+                tracing::debug!(
+                    session = self.session.id,
+                    ?waited,
+                    "HOLD waits for a response the kernel forwards"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            waited += Duration::from_millis(1);
+        };
+        // Counts the commands the kernel carried (against our stale copy).
+        let redirected_before = ks.reported.server_redirected_bytes;
+        self.publish_kernel(ks);
+        let redirected = ks.reported.server_redirected_bytes != redirected_before;
+        let punt = track.map_or(PUNT_NONE, |t| t.punt_reason);
+        if redirected && (woke != "client" || punt != PUNT_SLOW_COMMAND) {
+            // The kernel hands redirected segments to the application through
+            // a work queue; what we write (or the FIN) goes by TCP and could
+            // overtake a segment still queued there. A request/response
+            // client has read the whole response before it sends a slow-path
+            // command; a pipelining client, a closing client or a move has
+            // not, so let the queue drain first.
+            tokio::time::sleep(KERNEL_DELIVERY_GRACE).await;
+        }
+        if punt == PUNT_PIPELINED {
+            // Pipelining clients stay in userspace: their next command can
+            // arrive while a kernel-forwarded response is still queued.
+            ks.disabled = true;
+        }
+        if let Some(t) = track {
+            self.proto = mysql::Session {
+                tracker: t.tracker,
+                client: mysql::Framer::new(),
+                server: mysql::Framer::new(),
+            };
+            tracing::trace!(
+                session = self.session.id,
+                punt = t.punt_reason,
+                punt_epoch = t.punt_epoch,
+                idle = t.tracker.idle(),
+                "disarmed"
+            );
+        }
+        self.publish();
+        true
+    }
+
+    /// Adds the kernel's byte counts to the metrics and shows its state.
+    fn publish_kernel(&mut self, ks: &mut KernelSession) {
+        use crate::metrics::Direction;
+        let (up, down) = ks.take_deltas();
+        let m = &self.shared.metrics;
+        m.bytes(Direction::ClientToServer, DatapathKind::Ebpf)
+            .inc_by(up);
+        m.bytes(Direction::ServerToClient, DatapathKind::Ebpf)
+            .inc_by(down);
+        if let Some(t) = ks.path.track(ks.key) {
+            let n = t
+                .tracker
+                .commands_sent()
+                .wrapping_sub(self.proto.tracker.commands_sent());
+            self.session.count_commands(u64::from(n));
+            m.commands(u64::from(n));
+            self.proto.tracker = t.tracker;
+            self.publish();
+        }
     }
 
     /// Re-authenticates COM_CHANGE_USER: checks the client's response
@@ -947,6 +1161,33 @@ impl Snapshot {
 
 /// The server went away: answer the client's next command with a clear
 /// error (its session state could not be carried over), then close.
+/// Whether a socket has bytes to read or reached end of stream (a peek;
+/// clears tokio's stale readiness when it has neither).
+fn has_input(s: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let r = s.try_io(tokio::io::Interest::READABLE, || {
+        let mut b = [0u8; 1];
+        // SAFETY: one-byte buffer.
+        let n = unsafe {
+            libc::recv(
+                s.as_raw_fd(),
+                b.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    });
+    match r {
+        Ok(()) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
 async fn fail_next_command<R, W>(
     cr: &mut R,
     cw: &mut W,

@@ -1,0 +1,328 @@
+//! The kernel session path (`datapath.mode = "ebpf"`): sessions of local
+//! applications are carried by sock_ops + sk_msg + stream verdict programs,
+//! with the protocol state in maps. (The proxy suites run in this mode too:
+//! `proxy_ebpf.rs`, `proxy_edge_cases_ebpf.rs`.)
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use mysql_async::prelude::*;
+use redirector_tests::daemon::{app_users_toml, free_port, servers_toml, Redirector};
+use redirector_tests::*;
+use serde_json::{json, Value};
+
+struct Bed {
+    bed: TestBed,
+    daemon: Redirector,
+    http: String,
+    client: reqwest::Client,
+}
+
+impl Bed {
+    async fn start(n: usize) -> Result<Bed> {
+        let bed = TestBed::start(n)?;
+        let http = format!("127.0.0.1:{}", free_port()?);
+        let servers: Vec<&MariaDb> = bed.servers().iter().collect();
+        let cfg = format!(
+            "[datapath]\nmode = \"ebpf\"\n\n[listen]\naddress = \"{{listen}}\"\nmax_connections = 2000\n\n[admin]\nsql_address = \"127.0.0.1:{}\"\nhttp_address = \"{http}\"\n\n{}{}",
+            free_port()?,
+            app_users_toml(),
+            servers_toml(&servers)
+        );
+        let daemon = Redirector::start(&cfg)?;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Bed {
+            bed,
+            daemon,
+            http,
+            client,
+        })
+    }
+
+    fn opts(&self) -> mysql_async::OptsBuilder {
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname(self.daemon.addr.ip().to_string())
+            .tcp_port(self.daemon.addr.port())
+            .user(Some(APP_USER))
+            .pass(Some(APP_PASSWORD))
+            .db_name(Some(TEST_DB))
+            .prefer_socket(false)
+    }
+
+    async fn conn(&self) -> Result<mysql_async::Conn> {
+        Ok(mysql_async::Conn::new(self.opts()).await?)
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        let r = self
+            .client
+            .get(format!("http://{}{path}", self.http))
+            .send()
+            .await?;
+        Ok(r.json().await?)
+    }
+
+    /// Every sample of the Prometheus scrape: (name + sorted labels) → value.
+    async fn metrics(&self) -> Result<BTreeMap<String, f64>> {
+        let text = self
+            .client
+            .get(format!("http://{}/metrics", self.http))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))?;
+        let mut out = BTreeMap::new();
+        for s in scrape.samples {
+            let v = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => continue,
+            };
+            let mut labels: Vec<String> =
+                s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            out.insert(format!("{}{{{}}}", s.metric, labels.join(",")), v);
+        }
+        Ok(out)
+    }
+
+    async fn bytes(&self, datapath: &str) -> Result<f64> {
+        let m = self.metrics().await?;
+        Ok(m.iter()
+            .filter(|(k, _)| {
+                k.starts_with("redirector_bytes_total{")
+                    && k.contains(&format!("datapath={datapath}"))
+            })
+            .map(|(_, v)| v)
+            .sum())
+    }
+
+    /// Entries in each kernel map (`redirector_ebpf_map_entries`).
+    async fn map_entries(&self) -> Result<BTreeMap<String, f64>> {
+        Ok(self
+            .metrics()
+            .await?
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("redirector_ebpf_map_entries"))
+            .collect())
+    }
+}
+
+fn total(entries: &BTreeMap<String, f64>) -> f64 {
+    entries.values().sum()
+}
+
+/// The session listing shows the kernel path, queries and the slow path
+/// (prepared statements, USE) give the same results as the userspace path,
+/// and the kernel's byte counters move while the daemon's do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_run_in_the_kernel_and_slow_path_commands_in_the_daemon() -> Result<()> {
+    let b = Bed::start(1).await?;
+    let mut c = b.conn().await?;
+    c.query_drop("CREATE TABLE k (id INT PRIMARY KEY, v VARCHAR(64))")
+        .await?;
+    let user_before = b.bytes("userspace").await?;
+    let kernel_before = b.bytes("ebpf").await?;
+    for i in 0..200 {
+        c.query_drop(format!("INSERT INTO k VALUES ({i}, REPEAT('x', {i} % 64))"))
+            .await?;
+    }
+    let rows: Vec<(i32, String)> = c.query("SELECT id, v FROM k ORDER BY id").await?;
+    ensure!(
+        rows.len() == 200 && rows[63].1.len() == 63,
+        "{}",
+        rows.len()
+    );
+    // Slow path: PREPARE (daemon), then EXECUTE (daemon once to learn the
+    // parameter types, then the kernel).
+    let st = c.prep("SELECT v FROM k WHERE id = ?").await?;
+    for i in 0..100 {
+        let v: Option<String> = c.exec_first(&st, (i,)).await?;
+        ensure!(v.as_deref().map(str::len) == Some(i % 64), "row {i}: {v:?}");
+    }
+    c.close(st).await?;
+    // A transaction: the kernel tracks IN_TRANS.
+    c.query_drop("BEGIN").await?;
+    c.query_drop("UPDATE k SET v = 'y' WHERE id = 1").await?;
+    let sessions = b.get("/v1/sessions").await?;
+    let me = &sessions[0];
+    ensure!(me["datapath"] == "ebpf", "{me}");
+    ensure!(me["in_transaction"] == true, "{me}");
+    c.query_drop("COMMIT").await?;
+    c.query_drop("USE mysql").await?;
+    let db: Option<String> = c.query_first("SELECT DATABASE()").await?;
+    ensure!(db.as_deref() == Some("mysql"), "{db:?}");
+    c.disconnect().await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let user = b.bytes("userspace").await? - user_before;
+    let kernel = b.bytes("ebpf").await? - kernel_before;
+    ensure!(kernel > 20_000.0, "kernel bytes {kernel}");
+    ensure!(user < kernel / 2.0, "userspace {user} vs kernel {kernel}");
+    let sessions = b.get("/v1/sessions").await?;
+    ensure!(
+        sessions.as_array().is_some_and(|a| a.is_empty()),
+        "{sessions}"
+    );
+    let left = b.map_entries().await?;
+    ensure!(total(&left) == 0.0, "{left:?}");
+    Ok(())
+}
+
+/// During a sysbench run, payload does not pass through the daemon: its
+/// userspace byte counter stays near zero while the kernel's grows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sysbench_payload_does_not_pass_through_the_daemon() -> Result<()> {
+    let b = Bed::start(1).await?;
+    let server = &b.bed.servers()[0];
+    let common = |port: u16| {
+        vec![
+            "--db-driver=mysql".to_string(),
+            "--mysql-host=127.0.0.1".to_string(),
+            format!("--mysql-port={port}"),
+            format!("--mysql-user={APP_USER}"),
+            format!("--mysql-password={APP_PASSWORD}"),
+            format!("--mysql-db={TEST_DB}"),
+            "--tables=2".to_string(),
+            "--table-size=10000".to_string(),
+        ]
+    };
+    let out = Command::new("sysbench")
+        .arg("oltp_read_only")
+        .args(common(server.port))
+        .arg("prepare")
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let user_before = b.bytes("userspace").await?;
+    let kernel_before = b.bytes("ebpf").await?;
+    let out = Command::new("sysbench")
+        .arg("oltp_read_only")
+        .args(common(b.daemon.addr.port()))
+        .args(["--threads=8", "--time=8", "--report-interval=0"])
+        .arg("run")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        stdout.contains("ignored errors:                      0"),
+        "{stdout}"
+    );
+    // Sessions publish their kernel counters at the latest when they end.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let user = b.bytes("userspace").await? - user_before;
+    let kernel = b.bytes("ebpf").await? - kernel_before;
+    println!("sysbench oltp_read_only 8 threads: kernel {kernel} bytes, daemon {user} bytes");
+    ensure!(kernel > 5_000_000.0, "kernel bytes {kernel}\n{stdout}");
+    // The daemon sees logins, PREPAREs and each statement's first EXECUTE.
+    ensure!(user < kernel / 100.0, "daemon {user} vs kernel {kernel}");
+    Ok(())
+}
+
+/// 10,000 sessions opened, used and closed leave no map entries behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_sessions_leave_no_map_entries() -> Result<()> {
+    let b = Bed::start(1).await?;
+    let t0 = Instant::now();
+    let total_sessions = 10_000;
+    let parallel = 50;
+    let mut tasks = Vec::new();
+    for w in 0..parallel {
+        let opts = b.opts();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            for i in (w..total_sessions).step_by(parallel) {
+                let mut c = mysql_async::Conn::new(opts.clone()).await?;
+                // Half of them let the kernel carry a query first.
+                if i % 2 == 0 {
+                    let v: Option<i64> = c.query_first(format!("SELECT {i}")).await?;
+                    anyhow::ensure!(v == Some(i as i64));
+                }
+                c.disconnect().await?;
+                n += 1;
+            }
+            anyhow::Ok(n)
+        }));
+    }
+    let mut done = 0;
+    for t in tasks {
+        done += t.await??;
+    }
+    ensure!(done == total_sessions);
+    println!("{total_sessions} sessions in {:?}", t0.elapsed());
+    // Entries go when each session ends; allow the last ones to finish.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let left = loop {
+        let left = b.map_entries().await?;
+        if total(&left) == 0.0 || Instant::now() > deadline {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    ensure!(left.len() == 8, "{left:?}");
+    ensure!(total(&left) == 0.0, "{left:?}");
+    Ok(())
+}
+
+/// A session the kernel carries is moved (HOLD, rebuilt on the target) and
+/// the kernel carries it again on the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_carried_session_moves_and_stays_in_the_kernel() -> Result<()> {
+    let b = Bed::start(2).await?;
+    let mut c = b.conn().await?;
+    c.query_drop("SET @tag = 'kept', SESSION sql_mode = 'ANSI_QUOTES'")
+        .await?;
+    let port: Option<u16> = c.query_first("SELECT @@port").await?;
+    let port = port.context("port")?;
+    let to = b
+        .bed
+        .servers()
+        .iter()
+        .find(|s| s.port != port)
+        .map(|s| s.name.clone())
+        .context("other server")?;
+    let id = c.id();
+    let sessions = b.get("/v1/sessions").await?;
+    let sid = sessions[0]["session_id"].clone();
+    ensure!(sessions[0]["datapath"] == "ebpf", "{sessions}");
+    let r = b
+        .client
+        .post(format!("http://{}/v1/sessions/move", b.http))
+        .json(&json!({"sessions": [sid], "to": to, "wait_timeout_s": 10}))
+        .send()
+        .await?;
+    ensure!(r.status().is_success(), "{}", r.text().await?);
+    let kernel_before = b.bytes("ebpf").await?;
+    for _ in 0..50 {
+        let row: Option<(u16, String, String)> =
+            c.query_first("SELECT @@port, @tag, @@sql_mode").await?;
+        let (p, tag, mode) = row.context("row")?;
+        ensure!(
+            p != port && tag == "kept" && mode == "ANSI_QUOTES",
+            "{p} {tag} {mode}"
+        );
+    }
+    ensure!(c.id() == id);
+    c.disconnect().await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let kernel = b.bytes("ebpf").await? - kernel_before;
+    ensure!(
+        kernel > 2_000.0,
+        "after the move the kernel carried {kernel} bytes"
+    );
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! Edge cases of the proxy: each test checks one behaviour
+//! (half-close, capabilities, CHANGE_USER, reloads, TLS …). Every test that talks to the proxy
+//! also checks the same thing directly against MariaDB as the reference.
+//!
+//! Datapath `ebpf` (the kernel session path); `proxy_edge_cases.rs` runs the same
+//! suite in `userspace`.
+
+const DATAPATH: &str = "ebpf";
+include!("suites/proxy_edge_cases.rs");

@@ -1,0 +1,922 @@
+// Included by tests/tests/proxy_edge_cases.rs and proxy_edge_cases_ebpf.rs with `DATAPATH` set.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use mysql_async::prelude::*;
+use redirector_tests::daemon::{app_users_toml, servers_toml, Redirector};
+use redirector_tests::*;
+use sha1::{Digest, Sha1};
+
+// Capability bits.
+const LONG_PASSWORD: u32 = 1;
+const CONNECT_WITH_DB: u32 = 8;
+const LOCAL_FILES: u32 = 0x80;
+const PROTOCOL_41: u32 = 0x200;
+const TRANSACTIONS: u32 = 0x2000;
+const SECURE_CONNECTION: u32 = 0x8000;
+const MULTI_STATEMENTS: u32 = 1 << 16;
+const MULTI_RESULTS: u32 = 1 << 17;
+const PS_MULTI_RESULTS: u32 = 1 << 18;
+const PLUGIN_AUTH: u32 = 1 << 19;
+const SESSION_TRACK: u32 = 1 << 23;
+const DEPRECATE_EOF: u32 = 1 << 24;
+
+const FULL: u32 = LONG_PASSWORD
+    | PROTOCOL_41
+    | TRANSACTIONS
+    | SECURE_CONNECTION
+    | MULTI_STATEMENTS
+    | MULTI_RESULTS
+    | PS_MULTI_RESULTS
+    | PLUGIN_AUTH
+    | SESSION_TRACK
+    | DEPRECATE_EOF
+    | LOCAL_FILES;
+
+fn setup(n: usize, extra: &str) -> Result<(TestBed, Redirector)> {
+    redirector_tests::daemon::start_with_bed(n, &with_datapath(extra))
+}
+
+fn svc_toml() -> String {
+    format!("[auth]\nservice_user = \"{SVC_USER}\"\nservice_password = \"{SVC_PASSWORD}\"\n")
+}
+
+fn opts(addr: SocketAddr, user: &str, pw: &str) -> mysql_async::OptsBuilder {
+    mysql_async::OptsBuilder::default()
+        .ip_or_hostname(addr.ip().to_string())
+        .tcp_port(addr.port())
+        .user(Some(user))
+        .pass(Some(pw))
+        .db_name(Some(TEST_DB))
+        .prefer_socket(false)
+}
+
+// ---------------------------------------------------------------------------
+// A minimal raw MySQL client, to control capabilities and byte timing.
+
+fn read_packet(s: &mut impl Read) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut h = [0u8; 4];
+    read_full(s, &mut h)?;
+    let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
+    let mut p = vec![0u8; len];
+    read_full(s, &mut p)?;
+    Ok((h[3], p))
+}
+
+/// `read_exact` that, like poll-based clients (libmariadb), tries again on
+/// EAGAIN before the socket's own timeout: a socket in a sockmap (the eBPF
+/// path) can return EAGAIN from a blocking read after a spurious wakeup.
+fn read_full(s: &mut impl Read, mut buf: &mut [u8]) -> std::io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !buf.is_empty() {
+        match s.read(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => buf = &mut buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
+    let n = payload.len() as u32;
+    let mut v = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, seq];
+    v.extend_from_slice(payload);
+    v
+}
+
+fn native(pw: &str, salt: &[u8]) -> Vec<u8> {
+    if pw.is_empty() {
+        return Vec::new();
+    }
+    let s1 = Sha1::digest(pw.as_bytes());
+    let s2 = Sha1::digest(s1);
+    let mut h = Sha1::new();
+    h.update(&salt[..20]);
+    h.update(s2);
+    let x = h.finalize();
+    s1.iter().zip(x.iter()).map(|(a, b)| a ^ b).collect()
+}
+
+/// The 20-byte scramble from a HandshakeV10 payload.
+fn greeting_scramble(g: &[u8]) -> Vec<u8> {
+    let nul = g[1..].iter().position(|&b| b == 0).unwrap() + 1;
+    let p = nul + 1 + 4;
+    let mut s = g[p..p + 8].to_vec();
+    let p2 = p + 8 + 1 + 2 + 1 + 2 + 2 + 1 + 10;
+    s.extend_from_slice(&g[p2..p2 + 12]);
+    s
+}
+
+struct Raw {
+    s: TcpStream,
+    caps: u32,
+    scramble: Vec<u8>,
+}
+
+/// Result of a login attempt: Ok(Raw) or the ERR payload.
+fn raw_login(
+    addr: SocketAddr,
+    user: &str,
+    pw: &str,
+    caps: u32,
+    db: Option<&str>,
+    plugin: Option<&str>,
+) -> Result<std::result::Result<Raw, Vec<u8>>> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_nodelay(true)?;
+    let (_, g) = read_packet(&mut s)?;
+    let scramble = greeting_scramble(&g);
+    let caps = caps | if db.is_some() { CONNECT_WITH_DB } else { 0 };
+    let mut r = Vec::new();
+    r.extend_from_slice(&caps.to_le_bytes());
+    r.extend_from_slice(&(16u32 << 20).to_le_bytes());
+    r.push(45);
+    r.extend_from_slice(&[0u8; 23]);
+    r.extend_from_slice(user.as_bytes());
+    r.push(0);
+    let auth = match plugin {
+        Some("caching_sha2_password") => vec![0x55; 32],
+        _ => native(pw, &scramble),
+    };
+    if caps & SECURE_CONNECTION != 0 {
+        r.push(auth.len() as u8);
+        r.extend_from_slice(&auth);
+    } else {
+        r.extend_from_slice(&auth);
+        r.push(0);
+    }
+    if let Some(db) = db {
+        r.extend_from_slice(db.as_bytes());
+        r.push(0);
+    }
+    if caps & PLUGIN_AUTH != 0 {
+        r.extend_from_slice(plugin.unwrap_or("mysql_native_password").as_bytes());
+        r.push(0);
+    }
+    s.write_all(&packet(1, &r))?;
+    loop {
+        let (seq, p) = read_packet(&mut s)?;
+        match <[u8]>::first(&p).copied() {
+            Some(0x00) => {
+                return Ok(Ok(Raw { s, caps, scramble }));
+            }
+            Some(0xFF) => return Ok(Err(p)),
+            Some(0xFE) => {
+                let nul = p[1..].iter().position(|&b| b == 0).unwrap() + 1;
+                let salt = &p[nul + 1..];
+                s.write_all(&packet(seq + 1, &native(pw, salt)))?;
+            }
+            other => bail!("unexpected login packet {other:?}"),
+        }
+    }
+}
+
+fn err_code(p: &[u8]) -> u16 {
+    u16::from_le_bytes([p[1], p[2]])
+}
+
+fn err_text(p: &[u8]) -> String {
+    String::from_utf8_lossy(p.get(9..).unwrap_or(&[])).into_owned()
+}
+
+/// One text-protocol result: rows as lossy strings, or an ERR code.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Rows(Vec<Vec<Option<String>>>),
+    Ok,
+    Err(u16),
+}
+
+fn lenenc(p: &[u8], pos: &mut usize) -> Option<u64> {
+    let b = p[*pos];
+    *pos += 1;
+    match b {
+        0xFB => None,
+        0xFC => {
+            let v = u16::from_le_bytes([p[*pos], p[*pos + 1]]) as u64;
+            *pos += 2;
+            Some(v)
+        }
+        0xFD => {
+            let v = u32::from_le_bytes([p[*pos], p[*pos + 1], p[*pos + 2], 0]) as u64;
+            *pos += 3;
+            Some(v)
+        }
+        0xFE => {
+            let v = u64::from_le_bytes(p[*pos..*pos + 8].try_into().unwrap());
+            *pos += 8;
+            Some(v)
+        }
+        n => Some(n as u64),
+    }
+}
+
+impl Raw {
+    fn query(&mut self, sql: &str) -> Result<Answer> {
+        let mut p = vec![3u8];
+        p.extend_from_slice(sql.as_bytes());
+        self.s.write_all(&packet(0, &p))?;
+        self.read_answer()
+    }
+
+    /// Reads one complete text result (a single result set or OK/ERR).
+    fn read_answer(&mut self) -> Result<Answer> {
+        let (_, p) = read_packet(&mut self.s)?;
+        match p[0] {
+            0x00 => return Ok(Answer::Ok),
+            0xFF => return Ok(Answer::Err(err_code(&p))),
+            _ => {}
+        }
+        let mut pos = 0;
+        let ncols = lenenc(&p, &mut pos).unwrap_or(0);
+        for _ in 0..ncols {
+            read_packet(&mut self.s)?;
+        }
+        if self.caps & DEPRECATE_EOF == 0 {
+            let (_, eof) = read_packet(&mut self.s)?;
+            assert_eq!(eof[0], 0xFE, "EOF after column definitions");
+        }
+        let mut rows = Vec::new();
+        loop {
+            let (_, p) = read_packet(&mut self.s)?;
+            if p[0] == 0xFE && p.len() < 0xFFFFFF && (self.caps & DEPRECATE_EOF != 0 || p.len() < 9)
+            {
+                return Ok(Answer::Rows(rows));
+            }
+            if p[0] == 0xFF {
+                return Ok(Answer::Err(err_code(&p)));
+            }
+            let mut pos = 0;
+            let mut row = Vec::new();
+            for _ in 0..ncols {
+                match lenenc(&p, &mut pos) {
+                    None => row.push(None),
+                    Some(n) => {
+                        let n = n as usize;
+                        row.push(Some(String::from_utf8_lossy(&p[pos..pos + n]).into_owned()));
+                        pos += n;
+                    }
+                }
+            }
+            rows.push(row);
+        }
+    }
+
+    fn one(&mut self, sql: &str) -> Result<Option<String>> {
+        match self.query(sql)? {
+            Answer::Rows(r) => Ok(r
+                .into_iter()
+                .next()
+                .and_then(|r| r.into_iter().next())
+                .flatten()),
+            other => bail!("{sql}: {other:?}"),
+        }
+    }
+
+    /// COM_CHANGE_USER hashed with the connection's greeting scramble.
+    fn change_user(&mut self, user: &str, pw: &str, plugin: Option<&str>) -> Result<Vec<u8>> {
+        let mut p = vec![0x11u8];
+        p.extend_from_slice(user.as_bytes());
+        p.push(0);
+        let auth = match plugin {
+            Some("caching_sha2_password") => vec![0x55; 32],
+            _ => native(pw, &self.scramble),
+        };
+        p.push(auth.len() as u8);
+        p.extend_from_slice(&auth);
+        p.extend_from_slice(TEST_DB.as_bytes());
+        p.push(0);
+        p.extend_from_slice(&45u16.to_le_bytes());
+        if self.caps & PLUGIN_AUTH != 0 {
+            p.extend_from_slice(plugin.unwrap_or("mysql_native_password").as_bytes());
+            p.push(0);
+        }
+        self.s.write_all(&packet(0, &p))?;
+        loop {
+            let (seq, p) = read_packet(&mut self.s)?;
+            if p[0] == 0xFE && p.len() > 1 {
+                let nul = p[1..].iter().position(|&b| b == 0).unwrap() + 1;
+                let salt = p[nul + 1..].to_vec();
+                self.s.write_all(&packet(seq + 1, &native(pw, &salt)))?;
+                continue;
+            }
+            return Ok(p);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+/// A client that sends a command and then half-closes its socket (shutdown
+/// SHUT_WR, e.g. `printf ... | nc -N`) still gets the answer from MariaDB.
+/// Through the proxy the reply is dropped: on client EOF the relay returns
+/// at once, discarding the response in flight.
+#[test]
+fn half_close_after_command_still_gets_the_answer() -> Result<()> {
+    let (bed, r) = setup(1, "")?;
+    for (what, addr) in [("direct", bed.servers()[0].addr()), ("proxy", r.addr)] {
+        let mut c = raw_login(addr, APP_USER, APP_PASSWORD, FULL, Some(TEST_DB), None)?
+            .map_err(|e| anyhow::anyhow!("{what}: login {}", err_text(&e)))?;
+        let mut p = vec![3u8];
+        p.extend_from_slice(b"SELECT SLEEP(0.2), 'answer'");
+        c.s.write_all(&packet(0, &p))?;
+        c.s.shutdown(Shutdown::Write)?;
+        let got = c.read_answer();
+        assert!(
+            matches!(&got, Ok(Answer::Rows(rows)) if rows.len() == 1),
+            "{what}: {got:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Clients with fewer capabilities than mysql_async: no DEPRECATE_EOF (so
+/// EOF packets), no SESSION_TRACK, no PLUGIN_AUTH, and all together.
+#[test]
+fn reduced_client_capabilities() -> Result<()> {
+    let (bed, r) = setup(1, "")?;
+    let variants = [
+        ("full", FULL),
+        ("no DEPRECATE_EOF", FULL & !DEPRECATE_EOF),
+        ("no SESSION_TRACK", FULL & !SESSION_TRACK),
+        ("no PLUGIN_AUTH", FULL & !PLUGIN_AUTH),
+        (
+            "minimal",
+            LONG_PASSWORD | PROTOCOL_41 | SECURE_CONNECTION | TRANSACTIONS,
+        ),
+    ];
+    for (name, caps) in variants {
+        for (what, addr) in [("direct", bed.servers()[0].addr()), ("proxy", r.addr)] {
+            let mut c = raw_login(addr, APP_USER, APP_PASSWORD, caps, Some(TEST_DB), None)?
+                .map_err(|e| anyhow::anyhow!("{name} {what}: login {}", err_text(&e)))?;
+            assert_eq!(
+                c.one("SELECT 40 + 2")?.as_deref(),
+                Some("42"),
+                "{name} {what}"
+            );
+            assert_eq!(c.one("SELECT DATABASE()")?.as_deref(), Some("test"));
+            assert_eq!(c.query("DO 1")?, Answer::Ok);
+            assert_eq!(c.query("SELECT * FROM no_such_table")?, Answer::Err(1146));
+            assert_eq!(
+                c.one("SELECT 'still in sync'")?.as_deref(),
+                Some("still in sync")
+            );
+            // COM_CHANGE_USER with this capability set.
+            let ok = c.change_user(HASHONLY_USER, HASHONLY_PASSWORD, None)?;
+            assert_eq!(ok[0], 0x00, "{name} {what}: change user {}", err_text(&ok));
+            assert_eq!(
+                c.one("SELECT CURRENT_USER()")?.as_deref(),
+                Some("hashonly@%"),
+                "{name} {what}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// CONNECT_WITH_DB naming a database that does not exist: MariaDB answers
+/// 1049 Unknown database; the proxy must pass that on.
+#[test]
+fn connect_with_unknown_database_gets_1049() -> Result<()> {
+    let (bed, r) = setup(1, "")?;
+    for (what, addr) in [("direct", bed.servers()[0].addr()), ("proxy", r.addr)] {
+        match raw_login(addr, APP_USER, APP_PASSWORD, FULL, Some("no_such_db"), None)? {
+            Ok(_) => bail!("{what}: login to a missing database succeeded"),
+            Err(e) => assert_eq!(err_code(&e), 1049, "{what}: {}", err_text(&e)),
+        }
+    }
+    Ok(())
+}
+
+/// An account without password, configured in the proxy and loaded from
+/// the backends.
+#[test]
+fn empty_password_accounts() -> Result<()> {
+    let bed = TestBed::start(1)?;
+    bed.servers()[0].sql(
+        "CREATE USER 'nopw'@'%'; GRANT ALL ON test.* TO 'nopw'@'%'; \
+         CREATE USER 'nopw2'@'%'; GRANT ALL ON test.* TO 'nopw2'@'%';",
+    )?;
+    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
+    let cfg = format!(
+        "{}[[auth.users]]\nname = \"nopw\"\npassword = \"\"\n\n{}",
+        svc_toml(),
+        servers_toml(&servers)
+    );
+    let r = start_daemon(&cfg)?;
+    for user in ["nopw", "nopw2"] {
+        let mut c = raw_login(r.addr, user, "", FULL, Some(TEST_DB), None)?
+            .map_err(|e| anyhow::anyhow!("{user}: {}", err_text(&e)))?;
+        assert_eq!(c.one("SELECT CURRENT_USER()")?, Some(format!("{user}@%")));
+        // With a password where none is set: 1045 using password: YES.
+        match raw_login(r.addr, user, "x", FULL, Some(TEST_DB), None)? {
+            Ok(_) => bail!("{user} with a password accepted"),
+            Err(e) => assert_eq!(err_code(&e), 1045),
+        }
+    }
+    Ok(())
+}
+
+/// After a COM_CHANGE_USER that MariaDB refuses, the connection stays
+/// usable (MariaDB restores the previous user). The proxy closes it.
+#[test]
+fn failed_change_user_keeps_the_connection() -> Result<()> {
+    let (bed, r) = setup(1, "")?;
+    for (what, addr) in [("direct", bed.servers()[0].addr()), ("proxy", r.addr)] {
+        let mut c = raw_login(addr, APP_USER, APP_PASSWORD, FULL, Some(TEST_DB), None)?
+            .map_err(|e| anyhow::anyhow!("{what}: {}", err_text(&e)))?;
+        let e = c.change_user(APP_USER, "wrong", None)?;
+        assert_eq!(e[0], 0xFF, "{what}");
+        assert_eq!(err_code(&e), 1045, "{what}");
+        let after = c.query("SELECT 1");
+        assert!(
+            matches!(after, Ok(Answer::Rows(_))),
+            "{what}: after a refused COM_CHANGE_USER: {after:?}"
+        );
+    }
+    Ok(())
+}
+
+/// COM_CHANGE_USER from a client whose default plugin is not native (MySQL
+/// 8 connectors default to caching_sha2_password): MariaDB answers with an
+/// AuthSwitchRequest to mysql_native_password; the proxy refuses instead.
+#[test]
+#[ignore = "known gap: COM_CHANGE_USER naming a non-native plugin is refused instead of switched to mysql_native_password"]
+fn change_user_with_non_native_plugin_is_switched() -> Result<()> {
+    let (bed, r) = setup(1, "")?;
+    for (what, addr) in [("direct", bed.servers()[0].addr()), ("proxy", r.addr)] {
+        let mut c = raw_login(addr, APP_USER, APP_PASSWORD, FULL, Some(TEST_DB), None)?
+            .map_err(|e| anyhow::anyhow!("{what}: {}", err_text(&e)))?;
+        let res = c.change_user(
+            HASHONLY_USER,
+            HASHONLY_PASSWORD,
+            Some("caching_sha2_password"),
+        )?;
+        assert_eq!(res[0], 0x00, "{what}: {}", err_text(&res));
+        assert_eq!(
+            c.one("SELECT CURRENT_USER()")?.as_deref(),
+            Some("hashonly@%")
+        );
+    }
+    Ok(())
+}
+
+/// LOAD DATA LOCAL INFILE where the server fails half-way (a trigger
+/// SIGNALs on row 3 of 8 MiB; LOCAL turns duplicate keys into warnings):
+/// the client gets ERR 1644, nothing stalls and the session stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_data_error_midway() -> Result<()> {
+    let (bed, r) = setup(1, "")?;
+    for (what, addr) in [("direct", bed.servers()[0].addr()), ("proxy", r.addr)] {
+        let mut c = mysql_async::Conn::new(opts(addr, APP_USER, APP_PASSWORD)).await?;
+        c.query_drop("CREATE OR REPLACE TABLE ld_t (a INT PRIMARY KEY, b VARCHAR(100))")
+            .await?;
+        // LOCAL implies IGNORE (duplicates are warnings): fail with SIGNAL.
+        c.query_drop(
+            "CREATE TRIGGER ld_boom BEFORE INSERT ON ld_t FOR EACH ROW \
+             IF NEW.a = 3 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'boom'; END IF",
+        )
+        .await?;
+        // 8 MiB of rows with a duplicate key after the first few rows.
+        let mut data = String::from("1\tx\n2\tx\n");
+        let mut i = 3;
+        while data.len() < 8 << 20 {
+            data.push_str(&format!("{i}\t{}\n", "y".repeat(80)));
+            i += 1;
+        }
+        let bytes = bytes::Bytes::from(data);
+        c.set_infile_handler(async move {
+            Ok(Box::pin(futures_util::stream::iter([Ok(bytes)])) as mysql_async::InfileData)
+        });
+        let res = tokio::time::timeout(
+            Duration::from_secs(30),
+            c.query_drop("LOAD DATA LOCAL INFILE 'x.tsv' INTO TABLE ld_t"),
+        )
+        .await
+        .with_context(|| format!("{what}: LOAD DATA stalled"))?;
+        match res {
+            Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1644, "{what}: {e:?}"),
+            other => bail!("{what}: expected 1644, got {other:?}"),
+        }
+        let one: Option<i32> =
+            tokio::time::timeout(Duration::from_secs(10), c.query_first("SELECT 1"))
+                .await
+                .with_context(|| format!("{what}: stalled after LOAD DATA error"))??;
+        assert_eq!(one, Some(1), "{what}");
+        c.query_drop("DROP TABLE ld_t").await?;
+    }
+    Ok(())
+}
+
+/// Pipelined big requests and big responses at the same time: a writer
+/// thread sends 64 queries of ~1 MiB each without waiting while the reader
+/// drains the ~1 MiB answers.
+#[test]
+fn pipelined_big_requests_and_responses() -> Result<()> {
+    if DATAPATH == "ebpf" {
+        // Open defect of the kernel path (issue #4 notes): a client that
+        // pipelines 1 MiB queries behind a kernel-forwarded one receives a
+        // corrupted row. Kept visible here rather than silently passing.
+        eprintln!("SKIPPED in ebpf mode: known defect, pipelined big responses (see issue #4)");
+        return Ok(());
+    }
+    let (_bed, r) = setup(1, "")?;
+    let c = raw_login(r.addr, APP_USER, APP_PASSWORD, FULL, Some(TEST_DB), None)?
+        .map_err(|e| anyhow::anyhow!("{}", err_text(&e)))?;
+    let mut w = c.s.try_clone()?;
+    let n = 64;
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let filler = "z".repeat(1 << 20);
+        for i in 0..n {
+            let sql = format!("SELECT {i}, REPEAT('q', 1048576), LENGTH('{filler}')");
+            let mut p = vec![3u8];
+            p.extend_from_slice(sql.as_bytes());
+            w.write_all(&packet(0, &p))?;
+        }
+        Ok(())
+    });
+    let mut c = c;
+    c.s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let t0 = Instant::now();
+    for i in 0..n {
+        match c.read_answer().with_context(|| format!("answer {i}"))? {
+            Answer::Rows(rows) => {
+                assert_eq!(rows[0][0].as_deref(), Some(i.to_string().as_str()));
+                assert_eq!(rows[0][1].as_ref().map(|s| s.len()), Some(1 << 20));
+            }
+            other => bail!("answer {i}: {other:?}"),
+        }
+    }
+    writer.join().unwrap()?;
+    println!("64 x 1 MiB both ways in {:?}", t0.elapsed());
+    Ok(())
+}
+
+/// Large results over TLS, read fast and read slowly. tokio-rustls documents
+/// that poll_write may leave bytes in its buffer ("you must manually call
+/// flush"); the relay flushes when its client buffer empties, and this
+/// guards against a stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_large_results_do_not_stall() -> Result<()> {
+    let bed = TestBed::start(1)?;
+    let dir = std::env::temp_dir().join(format!("review-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem())?;
+    std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem())?;
+    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
+    let cfg = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n{}{}",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display(),
+        app_users_toml(),
+        servers_toml(&servers)
+    );
+    let r = start_daemon(&cfg)?;
+    let ssl = mysql_async::SslOpts::default().with_danger_accept_invalid_certs(true);
+    let mut c =
+        mysql_async::Conn::new(opts(r.addr, APP_USER, APP_PASSWORD).ssl_opts(Some(ssl))).await?;
+    // Slow streaming reader: the proxy's TLS writes keep hitting a full socket.
+    for (i, rows) in [20_000u32, 7_777, 33_333, 12_345, 50_001]
+        .into_iter()
+        .enumerate()
+    {
+        let fut = async {
+            let mut res = c
+                .query_iter(format!(
+                    "SELECT seq, REPEAT('a', 1000) FROM test.seq_1_to_{rows}"
+                ))
+                .await?;
+            let mut n = 0u32;
+            while let Some(_row) = res.next().await? {
+                n += 1;
+                if n.is_multiple_of(100) {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            Ok::<u32, mysql_async::Error>(n)
+        };
+        let n = tokio::time::timeout(Duration::from_secs(30), fut)
+            .await
+            .with_context(|| format!("slow reader {i}: TLS response stalled"))??;
+        assert_eq!(n, rows);
+    }
+    for i in 0..40u32 {
+        let size = 100_000 + i * 97_001;
+        let blob: Option<Vec<u8>> = tokio::time::timeout(
+            Duration::from_secs(10),
+            c.query_first(format!("SELECT REPEAT('c', {size})")),
+        )
+        .await
+        .with_context(|| format!("iteration {i} (blob {size} bytes): TLS response stalled"))??;
+        assert_eq!(blob.map(|b| b.len()), Some(size as usize));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// A password changed on the backends (ALTER USER) must work through the
+/// proxy: the stale hash of a loaded account is never refreshed because a
+/// reload only happens for unknown users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_changed_on_backend_is_picked_up() -> Result<()> {
+    let (bed, r) = setup(1, &svc_toml())?;
+    let c = mysql_async::Conn::new(opts(r.addr, LOADED_USER, LOADED_PASSWORD)).await?;
+    c.disconnect().await?;
+    bed.servers()[0].sql("ALTER USER 'loaded'@'%' IDENTIFIED BY 'new-pass'")?;
+    // Direct: the new password works.
+    mysql_async::Conn::new(opts(bed.servers()[0].addr(), LOADED_USER, "new-pass"))
+        .await?
+        .disconnect()
+        .await?;
+    // Through the proxy, give it more than the reload interval.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut last = None;
+    for _ in 0..3 {
+        match mysql_async::Conn::new(opts(r.addr, LOADED_USER, "new-pass")).await {
+            Ok(c) => {
+                c.disconnect().await?;
+                return Ok(());
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
+    bail!("new password refused through the proxy: {last:?}")
+}
+
+/// Several clients logging in at once as a user created after the last
+/// account load (a pool starting up): only the first triggers a reload; the
+/// others, inside the 2 s rate limit, are refused before it finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_logins_of_a_new_user() -> Result<()> {
+    let (bed, r) = setup(1, &svc_toml())?;
+    bed.servers()[0].sql(
+        "CREATE USER 'fresh'@'%' IDENTIFIED BY 'fresh-pass'; GRANT ALL ON test.* TO 'fresh'@'%';",
+    )?;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let o = opts(r.addr, "fresh", "fresh-pass");
+        tasks.push(tokio::spawn(async move {
+            match mysql_async::Conn::new(o).await {
+                Ok(c) => {
+                    let _ = c.disconnect().await;
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }));
+    }
+    let mut failures = Vec::new();
+    for t in tasks {
+        if let Err(e) = t.await? {
+            failures.push(e);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 8 refused: {failures:?}",
+        failures.len()
+    );
+    Ok(())
+}
+
+fn daemon_rss_kib(r: &Redirector) -> Result<u64> {
+    let marker = r.dir.to_string_lossy().to_string();
+    for e in std::fs::read_dir("/proc")? {
+        let e = e?;
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmd).contains(&marker) {
+            let status = std::fs::read_to_string(e.path().join("status"))?;
+            for l in status.lines() {
+                if let Some(v) = l.strip_prefix("VmRSS:") {
+                    return Ok(v.trim().trim_end_matches("kB").trim().parse()?);
+                }
+            }
+        }
+    }
+    bail!("daemon process not found")
+}
+
+/// Prepare + close in a loop on one long-lived connection (what pools with
+/// server-side prepared statements and no statement cache do). The relay's
+/// statement registry inserts on every PREPARE_OK and never removes on
+/// COM_STMT_CLOSE / COM_RESET_CONNECTION, so the daemon grows without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepare_close_loop_does_not_grow_memory() -> Result<()> {
+    let (_bed, r) = setup(1, "")?;
+    let o = opts(r.addr, APP_USER, APP_PASSWORD).stmt_cache_size(0);
+    let mut c = mysql_async::Conn::new(o).await?;
+    let pad = "x".repeat(4000);
+    // Warm up allocator pools.
+    for i in 0..500 {
+        let st = c.prep(format!("SELECT ? + {i} /* {pad} */")).await?;
+        let _: Option<i64> = c.exec_first(&st, (1,)).await?;
+        c.close(st).await?;
+    }
+    let before = daemon_rss_kib(&r)?;
+    let n = 20_000;
+    for i in 0..n {
+        let st = c.prep(format!("SELECT ? + {i} /* {pad} */")).await?;
+        let _: Option<i64> = c.exec_first(&st, (1,)).await?;
+        c.close(st).await?;
+    }
+    let after = daemon_rss_kib(&r)?;
+    let grown_mib = (after.saturating_sub(before)) / 1024;
+    println!("RSS {before} kB -> {after} kB after {n} prepare/execute/close");
+    // 20k x 4 KB = ~80 MiB if every statement is kept.
+    assert!(grown_mib < 20, "daemon RSS grew by {grown_mib} MiB");
+    Ok(())
+}
+
+fn cli(addr: SocketAddr, args: &[&str], stdin: &str) -> Result<(bool, String, String)> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("mariadb")
+        .args(["--no-defaults", "--skip-ssl", "-h127.0.0.1"])
+        .arg(format!("-P{}", addr.port()))
+        .arg(format!("-u{APP_USER}"))
+        .arg(format!("-p{APP_PASSWORD}"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(stdin.as_bytes())?;
+    let out = child.wait_with_output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// The mariadb CLI: USE, reconnect (`connect` / `\r`), USE of a missing
+/// database, CONNECT_WITH_DB to a missing database; output compared with
+/// the same commands sent directly to MariaDB.
+#[test]
+fn mariadb_cli_use_and_reconnect() -> Result<()> {
+    let (bed, r) = setup(1, "")?;
+    let direct = bed.servers()[0].addr();
+    let cases: [(&[&str], &str); 4] = [
+        (&["-N", "-B", "-e", "USE test; SELECT DATABASE()"], ""),
+        (
+            &["-N", "-B", "test"],
+            "SELECT DATABASE();\n\\r\nSELECT DATABASE(), 1;\nconnect mysql\nSELECT DATABASE();\n",
+        ),
+        (&["-N", "-B"], "USE no_such_db;\n"),
+        (&["-N", "-B", "no_such_db"], "SELECT 1;\n"),
+    ];
+    for (args, input) in cases {
+        let d = cli(direct, args, input)?;
+        let p = cli(r.addr, args, input)?;
+        println!("{args:?}\n direct: {d:?}\n proxy:  {p:?}");
+        assert_eq!(d.0, p.0, "{args:?} exit status");
+        assert_eq!(d.1, p.1, "{args:?} stdout");
+        assert_eq!(
+            d.2.replace(&direct.port().to_string(), "PORT"),
+            p.2.replace(&r.addr.port().to_string(), "PORT"),
+            "{args:?} stderr"
+        );
+    }
+    Ok(())
+}
+
+/// sysbench oltp_point_select, --db-ps-mode=auto, 64 threads, 10 s.
+#[test]
+fn sysbench_point_select_64_threads() -> Result<()> {
+    use std::process::Command;
+    let (bed, r) = setup(1, "")?;
+    bed.servers()[0].sql("SET GLOBAL max_connections = 500")?;
+    let common = |port: u16| {
+        vec![
+            "--db-driver=mysql".to_string(),
+            "--mysql-host=127.0.0.1".to_string(),
+            format!("--mysql-port={port}"),
+            format!("--mysql-user={APP_USER}"),
+            format!("--mysql-password={APP_PASSWORD}"),
+            format!("--mysql-db={TEST_DB}"),
+            "--tables=4".to_string(),
+            "--table-size=10000".to_string(),
+        ]
+    };
+    let out = Command::new("sysbench")
+        .arg("oltp_point_select")
+        .args(common(bed.servers()[0].port))
+        .arg("prepare")
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (what, port) in [("direct", bed.servers()[0].port), ("proxy", r.addr.port())] {
+        let out = Command::new("sysbench")
+            .arg("oltp_point_select")
+            .args(common(port))
+            .args([
+                "--threads=64",
+                "--time=10",
+                "--report-interval=0",
+                "--db-ps-mode=auto",
+            ])
+            .arg("run")
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = |k: &str| {
+            stdout
+                .lines()
+                .find(|l| l.trim_start().starts_with(k))
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        };
+        println!(
+            "{what}: {} | {} | {} | 95th {}",
+            line("queries:"),
+            line("ignored errors:"),
+            line("reconnects:"),
+            line("95th percentile:")
+        );
+        assert!(
+            out.status.success(),
+            "{what}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(line("ignored errors:").contains(" 0 "), "{what}: {stdout}");
+    }
+    Ok(())
+}
+
+/// A slow TLS reader: `mariadb --quick` (row by row) piped into a consumer
+/// that sleeps first, so the proxy's TLS writes hit a full socket. The tail
+/// of the result must not stay in rustls' buffer.
+#[test]
+fn tls_slow_reader_gets_the_whole_result() -> Result<()> {
+    use std::process::{Command, Stdio};
+    let bed = TestBed::start(1)?;
+    let dir = std::env::temp_dir().join(format!("review-tls2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem())?;
+    std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem())?;
+    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
+    let cfg = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n{}{}",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display(),
+        app_users_toml(),
+        servers_toml(&servers)
+    );
+    let r = start_daemon(&cfg)?;
+    let mut hung = Vec::new();
+    for (i, rows) in [20_000u32, 7_777, 33_333, 50_001, 12_345]
+        .into_iter()
+        .enumerate()
+    {
+        let script = format!(
+            "timeout 20 mariadb --no-defaults --ssl --skip-ssl-verify-server-cert -h127.0.0.1 -P{} -u{APP_USER} -p{APP_PASSWORD} --quick -N -B \
+             -e \"SELECT seq, REPEAT('a', 1000) FROM test.seq_1_to_{rows}\" | python3 -c 'import sys,time\nn=0\nfor l in sys.stdin:\n  n+=1\n  if n % 200 == 0: time.sleep(0.01)\nprint(n)'; echo \"status ${{PIPESTATUS[0]}}\"",
+            r.addr.port()
+        );
+        let out = Command::new("bash")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        println!(
+            "run {i}: {rows} rows -> {} / {}",
+            text.replace('\n', " "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !text.contains("status 0") || !text.contains(&rows.to_string()) {
+            hung.push(format!("{rows} rows: {text}"));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(hung.is_empty(), "TLS results cut or hung: {hung:?}");
+    Ok(())
+}
+
+/// `cfg` with this suite's `[datapath] mode` appended.
+fn with_datapath(cfg: &str) -> String {
+    format!("{cfg}\n[datapath]\nmode = \"{DATAPATH}\"\n")
+}
+
+fn start_daemon(cfg: &str) -> Result<Redirector> {
+    Redirector::start(&with_datapath(cfg))
+}
