@@ -946,3 +946,35 @@ async fn target_lacking_a_capability_is_refused() -> Result<()> {
     ensure!(still.as_deref() == Some("here"));
     Ok(())
 }
+
+/// A source that refuses the state queries (here: `max_join_size = 1`
+/// makes the server refuse any read examining more than one row, and the
+/// mover's variable scan examines hundreds): the move is abandoned as "state
+/// could not be read", and the session stays where it was, unharmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_that_cannot_be_read_is_not_movable() -> Result<()> {
+    let b = Bed::start(2).await?;
+    let mut c = b.conn().await?;
+    c.query_drop("SET @keep = 7").await?;
+    c.query_drop("SET SESSION max_join_size = 1").await?;
+    let here = port(&mut c).await?;
+    let (_, there) = b.names_for(here);
+    let (status, body) = b.move_to(&[session_id(&c)], &there, 5.0, false).await?;
+    ensure!(status == 409, "{status} {body}");
+    let reason = body["report"]["not_moved"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    ensure!(reason.contains("state could not be read"), "{body}");
+    // Unharmed: same server, same state, and it moves once readable.
+    ensure!(port(&mut c).await? == here);
+    let keep: Option<i64> = c.query_first("SELECT @keep").await?;
+    ensure!(keep == Some(7), "{keep:?}");
+    c.query_drop("SET SESSION max_join_size = DEFAULT").await?;
+    let (status, body) = b.move_to(&[session_id(&c)], &there, 5.0, false).await?;
+    ensure!(status == 200, "{status} {body}");
+    ensure!(port(&mut c).await? != here);
+    let keep: Option<i64> = c.query_first("SELECT @keep").await?;
+    ensure!(keep == Some(7), "{keep:?}");
+    Ok(())
+}
