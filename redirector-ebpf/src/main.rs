@@ -96,7 +96,7 @@ mod prog {
         },
         helpers::generated::{bpf_msg_apply_bytes, bpf_msg_pull_data},
         macros::{sk_msg, sock_ops},
-        maps::{Array, PerCpuArray, ProgramArray},
+        maps::{Array, ProgramArray},
         programs::{SkMsgContext, SockOpsContext},
     };
     use redirector_ebpf::maps::{
@@ -407,21 +407,6 @@ mod prog {
         i
     }
 
-    /// Where a verdict run that tail-calls itself left off in the skb.
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    pub struct Resume {
-        cookie: u64,
-        off: u32,
-        active: u32,
-        /// `pending` holds a packet the framer completed (for the full step).
-        has_pending: u32,
-        _pad: u32,
-        pending: PacketInfo,
-    }
-
-    #[map(name = "RESUME")]
-    static RESUME: PerCpuArray<Resume> = PerCpuArray::with_max_entries(1, 0);
     /// Slot 0: `redirector_backend`, slot 1: `redirector_backend_full` (set by the daemon).
     #[map(name = "BACKEND_JUMP")]
     static BACKEND_JUMP: ProgramArray = ProgramArray::with_max_entries(3, 0);
@@ -435,8 +420,6 @@ mod prog {
 
     /// The session a backend segment belongs to, and where this run starts.
     struct Segment {
-        rs: *mut Resume,
-        cookie: u64,
         key: u64,
         c: *mut SessionCounters,
         t: *mut KernelTrack,
@@ -447,20 +430,25 @@ mod prog {
     /// Looks up the segment's session; `None` = pass it to the daemon.
     #[inline(always)]
     fn segment(ctx: &SkBuffContext) -> Option<Segment> {
-        let rs = RESUME.get_ptr_mut(0)?;
         // SAFETY: the helper only reads the skb's socket.
         let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-        // SAFETY: per-CPU value; a verdict run and its tail calls run on one
-        // CPU without interruption by another verdict run.
-        let resumed = unsafe { (*rs).active != 0 && (*rs).cookie == cookie };
-        let off = if resumed { unsafe { (*rs).off } } else { 0 };
-        unsafe { (*rs).active = 0 };
         // SAFETY: copied out at once.
         let key = (unsafe { BSIDES.get(cookie) }).copied()?;
         let c = SESSION_COUNTERS.get_ptr_mut(&key)?;
         let t = TRACK.get_ptr_mut(&key)?;
+        // SAFETY: valid map value pointer; verdict runs of this socket (and
+        // the tail calls of one run) are serialised by the socket's lock.
+        let resumed = unsafe { (*t).resume_active != 0 };
+        let off = if resumed {
+            unsafe { (*t).resume_off }
+        } else {
+            0
+        };
+        unsafe { (*t).resume_active = 0 };
         let len = ctx.len();
         if !resumed {
+            // SAFETY: the pending packet belongs to an earlier chain only.
+            unsafe { (*t).has_pending = 0 };
             // SAFETY: copied out at once.
             let mode = match unsafe { CTL.get(&key) } {
                 Some(ctl) => ctl.mode,
@@ -475,8 +463,6 @@ mod prog {
             }
         }
         Some(Segment {
-            rs,
-            cookie,
             key,
             c,
             t,
@@ -493,14 +479,13 @@ mod prog {
         // SAFETY: valid map value pointer (see redirector_backend).
         let tr = unsafe { &mut *seg.t };
         if seg.off < seg.len && !tr.tracker.lost_sync() {
-            // SAFETY: per-CPU value, see `segment`.
+            // SAFETY: valid map value pointer, see `segment`.
             unsafe {
-                (*seg.rs).cookie = seg.cookie;
-                (*seg.rs).off = seg.off;
-                (*seg.rs).active = 1;
+                (*seg.t).resume_off = seg.off;
+                (*seg.t).resume_active = 1;
                 BACKEND_JUMP.tail_call(ctx, next);
                 // Only reached when the tail call failed (limit reached).
-                (*seg.rs).active = 0;
+                (*seg.t).resume_active = 0;
             }
             tr.tracker.give_up();
         }
@@ -557,11 +542,11 @@ mod prog {
         };
         // SAFETY: as in redirector_backend.
         let tr = unsafe { &mut *seg.t };
-        // SAFETY: per-CPU value, see `segment`.
-        let pending = unsafe { (*seg.rs).has_pending != 0 };
+        // SAFETY: valid map value pointer, see `segment`.
+        let pending = unsafe { (*seg.t).has_pending != 0 };
         if pending {
-            unsafe { (*seg.rs).has_pending = 0 };
-            let p = unsafe { (*seg.rs).pending };
+            unsafe { (*seg.t).has_pending = 0 };
+            let p = unsafe { (*seg.t).pending };
             tr.tracker.on_server_packet(&p);
             return continue_or_finish(&ctx, &seg, JUMP_HEAD);
         }
@@ -605,10 +590,10 @@ mod prog {
                 let (used, ev) = tr.server.next_event(win.get(..n).unwrap_or(&[]));
                 seg.off += used as u32;
                 if let Some(p) = ev {
-                    // SAFETY: per-CPU value, see `segment`.
+                    // SAFETY: valid map value pointer, see `segment`.
                     unsafe {
-                        (*seg.rs).pending = p;
-                        (*seg.rs).has_pending = 1;
+                        (*seg.t).pending = p;
+                        (*seg.t).has_pending = 1;
                     }
                     next = JUMP_FULL;
                     if seg.off >= seg.len {
@@ -625,14 +610,13 @@ mod prog {
     /// the full step on it before finishing.
     #[inline(always)]
     fn full_then_finish(ctx: &SkBuffContext, seg: &Segment) -> u32 {
-        // SAFETY: per-CPU value, see `segment`.
+        // SAFETY: valid map value pointer, see `segment`.
         unsafe {
-            (*seg.rs).cookie = seg.cookie;
-            (*seg.rs).off = seg.off;
-            (*seg.rs).active = 1;
+            (*seg.t).resume_off = seg.off;
+            (*seg.t).resume_active = 1;
             BACKEND_JUMP.tail_call(ctx, JUMP_FULL);
-            (*seg.rs).active = 0;
-            (*seg.rs).has_pending = 0;
+            (*seg.t).resume_active = 0;
+            (*seg.t).has_pending = 0;
             (*seg.t).tracker.give_up();
         }
         continue_or_finish(ctx, seg, JUMP_HEAD)

@@ -187,8 +187,15 @@ pub struct KernelTrack {
     pub punt_epoch: u64,
     /// Why the kernel punted (a `PUNT_*` value).
     pub punt_reason: u32,
-    /// Why the kernel punted (see above) is in `punt_reason`; this pads.
-    pub _pad: u32,
+    /// Non-zero while a backend verdict chain (tail calls) walks a segment:
+    /// `resume_off` is where the next program continues. Kept per session,
+    /// not per CPU: verdict runs of one socket are serialised by its lock,
+    /// while another socket's run may interrupt this one on the same CPU.
+    pub resume_active: u32,
+    pub resume_off: u32,
+    /// A packet the straddle step completed, for the full step.
+    pub has_pending: u32,
+    pub pending: crate::mysql::PacketInfo,
     /// Framing of the backend's stream (packets straddle segments).
     pub server: crate::mysql::Framer,
 }

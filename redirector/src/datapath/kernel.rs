@@ -361,7 +361,10 @@ impl KernelPath {
                     tracker: *tracker,
                     punt_epoch: 0,
                     punt_reason: 0,
-                    _pad: 0,
+                    resume_active: 0,
+                    resume_off: 0,
+                    has_pending: 0,
+                    pending: redirector_ebpf::mysql::PacketInfo::EMPTY,
                     // Armed only between responses: at a packet boundary.
                     server: redirector_ebpf::mysql::Framer::new(),
                 },
