@@ -569,8 +569,13 @@ fn sysbench(r: &Redirector, bed: &TestBed, ps_mode: &str) -> Result<()> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse::<u64>().ok());
     println!("sysbench ps-mode={ps_mode}: transactions={tx:?} errors={errors:?}");
-    assert_eq!(errors, Some(0), "{stdout}");
-    assert!(tx.unwrap_or(0) > 100, "{stdout}");
+    // sysbench ignores (and retries) only deadlocks and lock wait timeouts
+    // (1213, 1205, 1020), which 16 concurrent read_write clients can meet
+    // on any path; anything else aborts the run. A handful is the server
+    // doing its job, not the proxy losing something.
+    let (errors, tx) = (errors.unwrap_or(u64::MAX), tx.unwrap_or(0));
+    assert!(tx > 100, "{stdout}");
+    assert!(errors <= tx / 1000, "{stdout}");
     for s in bed.servers() {
         let _ = Command::new("sysbench")
             .arg("oltp_read_write")
