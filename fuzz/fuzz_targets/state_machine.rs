@@ -1,4 +1,4 @@
-//! The shared no_std MySQL state machine (`redirector_ebpf::mysql::Session`,
+//! The shared no_std MySQL state machine (`redirector_common::mysql::Session`,
 //! run by the eBPF programs and the userspace relay) over arbitrary traffic,
 //! delivered in arbitrary chunks and interleavings.
 //!
@@ -14,7 +14,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use redirector_ebpf::mysql::{status, ClientPacket, ServerPacket, Session, FIFO_CAP};
+use redirector_common::mysql::{status, ClientPacket, ServerPacket, Session, FIFO_CAP};
 
 #[derive(Debug, PartialEq, Eq)]
 enum Event {
@@ -68,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let caps = u64::from_le_bytes(*caps);
-    let mut chunked = Session::new(caps, status::AUTOCOMMIT);
+    let mut chunked = Session::new(caps, status::SERVER_STATUS_AUTOCOMMIT);
     let mut whole = chunked;
     let mut chunked_events = Vec::new();
     let mut whole_events = Vec::new();

@@ -2,7 +2,7 @@
 //!
 //! `redirector_verdict` (sk_skb/stream_verdict, attached to [`SOCKS`]) moves
 //! the bytes of spliced sessions from one socket straight to the peer socket's
-//! egress, without waking the daemon. See `redirector_ebpf::maps` for the map
+//! egress, without waking the daemon. See `redirector_common::maps` for the map
 //! layout and the HOLD/FORWARD protocol.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
@@ -23,7 +23,7 @@ mod prog {
         programs::SkBuffContext,
         EbpfContext,
     };
-    use redirector_ebpf::maps::{SessionSide, SideCounters, MAX_SOCKETS, MODE_FORWARD};
+    use redirector_common::maps::{SessionSide, SideCounters, MAX_SOCKETS, MODE_FORWARD};
 
     #[map(name = "SOCKS")]
     static SOCKS: SockHash<u64> = SockHash::with_max_entries(MAX_SOCKETS, 0);
@@ -87,7 +87,7 @@ mod prog {
         sk_action::SK_PASS
     }
 
-    // ----- kernel session path (see redirector_ebpf::maps) -----------------
+    // ----- kernel session path (see redirector_common::maps) -----------------
 
     use aya_ebpf::{
         bindings::{
@@ -99,12 +99,12 @@ mod prog {
         maps::{Array, ProgramArray},
         programs::{SkMsgContext, SockOpsContext},
     };
-    use redirector_ebpf::maps::{
+    use redirector_common::maps::{
         app_key, KernelTrack, ListenConfig, SessionCounters, SessionCtl, StmtKey, MAX_SESSIONS,
         PUNT_FRAMING, PUNT_HOLD, PUNT_NO_BACKEND, PUNT_PIPELINED, PUNT_SLOW_COMMAND,
         SESSION_FORWARD,
     };
-    use redirector_ebpf::mysql::{self, PacketInfo, PREFIX_LEN};
+    use redirector_common::mysql::{self, PacketInfo, PREFIX_LEN};
 
     const AF_INET: u32 = 2;
     /// include/net/tcp_states.h
@@ -313,7 +313,7 @@ mod prog {
             if !mysql::kernel_path_command(p.prefix()) {
                 return punt(t, c, ctl.epoch, PUNT_SLOW_COMMAND, size);
             }
-            if p.prefix[0] == mysql::cmd::STMT_EXECUTE {
+            if p.prefix[0] == mysql::command::COM_STMT_EXECUTE {
                 let stmt_id =
                     u32::from_le_bytes([p.prefix[1], p.prefix[2], p.prefix[3], p.prefix[4]]);
                 let sk = StmtKey {

@@ -356,7 +356,7 @@ struct Established {
     client: PacketIo<ClientStream>,
     backend: TcpStream,
     guard: SessionGuard,
-    tracker: redirector_ebpf::mysql::Session,
+    tracker: redirector_common::mysql::Session,
     login: LoginState,
 }
 
@@ -543,7 +543,7 @@ async fn connect(
                 io.write(seq, &ok_payload).await?;
                 shared.metrics.session_accepted();
                 let tracker =
-                    redirector_ebpf::mysql::Session::new(u64::from(caps & !CLIENT_SSL), status);
+                    redirector_common::mysql::Session::new(u64::from(caps & !CLIENT_SSL), status);
                 guard.session().set_schema(response.database.clone());
                 guard.session().set_login_params(params.clone());
                 guard

@@ -1,6 +1,6 @@
 //! The kernel data path: splicing two TCP sockets with a sockhash and an
 //! `sk_skb/stream_verdict` program (`redirector-ebpf`, see
-//! `redirector_ebpf::maps` for the map layout).
+//! `redirector_common::maps` for the map layout).
 //!
 //! # Splicing without losing or reordering bytes
 //!
@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use aya::maps::{HashMap, MapData, SockHash};
 use aya::programs::{sk_skb::SkSkbLinkId, ProgramError, SkSkb};
 use aya::Ebpf;
-use redirector_ebpf::maps::{
+use redirector_common::maps::{
     SessionSide, SideCounters, COUNTERS, MODE_FORWARD, MODE_HOLD, SIDES, SOCKS, VERDICT_PROGRAM,
 };
 use tracing::{debug, info};

@@ -1,5 +1,5 @@
 //! The kernel session path for applications on this host (see
-//! `redirector_ebpf::maps` for the programs and maps).
+//! `redirector_common::maps` for the programs and maps).
 //!
 //! The daemon logs each session in itself, then whenever the relay is idle
 //! it *arms* the session: from then on the application's commands go from
@@ -36,13 +36,13 @@ use std::sync::{Mutex, MutexGuard};
 use aya::maps::{Array, HashMap, MapData, ProgramArray, SockHash};
 use aya::programs::{CgroupAttachMode, SkMsg, SkSkb, SockOps};
 use aya::Ebpf;
-use redirector_ebpf::maps::{
+use redirector_common::maps::{
     app_key, KernelTrack, ListenConfig, SessionCounters, SessionCtl, StmtKey, APPS, BACKENDS,
     BACKEND_FULL_PROGRAM, BACKEND_JUMP, BACKEND_STRADDLE_PROGRAM, BACKEND_VERDICT_PROGRAM, BSIDES,
     CONFIG, CTL, LOCAL_APPS, MSG_PROGRAM, SESSION_COUNTERS, SESSION_FORWARD, SOCKOPS_PROGRAM,
     TRACK, TYPED,
 };
-use redirector_ebpf::mysql::Tracker;
+use redirector_common::mysql::Tracker;
 
 use super::ebpf::{
     copied_offset, is_permission, load_error, map_err, object_bytes, sock_err, socket_cookie,
@@ -364,9 +364,9 @@ impl KernelPath {
                     resume_active: 0,
                     resume_off: 0,
                     has_pending: 0,
-                    pending: redirector_ebpf::mysql::PacketInfo::EMPTY,
+                    pending: redirector_common::mysql::PacketInfo::EMPTY,
                     // Armed only between responses: at a packet boundary.
-                    server: redirector_ebpf::mysql::Framer::new(),
+                    server: redirector_common::mysql::Framer::new(),
                 },
                 0,
             )

@@ -1,6 +1,6 @@
 //! The userspace data path: the daemon copies bytes between the client and
 //! its backend, feeding both directions to the shared protocol state machine
-//! (`redirector_ebpf::mysql`) so that it always knows whether the session is
+//! (`redirector_common::mysql`) so that it always knows whether the session is
 //! idle, in a transaction, holding cursors and so on.
 //!
 //! One task per session drives both directions with `select!`, reading a
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use redirector_ebpf::mysql::{self, ClientPacket, ServerPacket};
+use redirector_common::mysql::{self, ClientPacket, ServerPacket};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -30,7 +30,7 @@ use crate::protocol::constants::command::{
 use crate::protocol::{self, recover_sha1_password, scramble_response, ErrPacket, PacketHeader};
 use crate::proxy::{ClientStream, LoginState, PacketIo, Shared};
 use crate::session::{DatapathKind, MoveReply, MoveRequest, Session, SessionState};
-use redirector_ebpf::maps::{PUNT_NONE, PUNT_PIPELINED, PUNT_SLOW_COMMAND};
+use redirector_common::maps::{PUNT_NONE, PUNT_PIPELINED, PUNT_SLOW_COMMAND};
 
 /// Time allowed for the state queries on the source; past it the source
 /// connection's state is unknown and the session is closed.

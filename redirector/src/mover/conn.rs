@@ -111,7 +111,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BackendConn<S> {
             None => return Err(ConnError::Unexpected("empty reply")),
             _ => {}
         }
-        let columns = redirector_ebpf::mysql::read_lenenc(&first, 0)
+        let columns = redirector_common::mysql::read_lenenc(&first, 0)
             .map(|(n, _)| n)
             .ok_or(ConnError::Unexpected("bad column count"))?;
         for _ in 0..columns {
@@ -161,7 +161,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BackendConn<S> {
         if p.first() == Some(&0xff) {
             return Err(server_error(&p));
         }
-        let ok = redirector_ebpf::mysql::parse_prepare_ok(&p)
+        let ok = redirector_common::mysql::parse_prepare_ok(&p)
             .ok_or(ConnError::Unexpected("bad COM_STMT_PREPARE reply"))?;
         let eof = self.caps & CLIENT_DEPRECATE_EOF == 0;
         for n in [ok.num_params, ok.num_columns] {
@@ -209,8 +209,8 @@ fn parse_text_row(p: &[u8], columns: usize) -> Result<Row, ConnError> {
             pos += 1;
             continue;
         }
-        let (len, start) =
-            redirector_ebpf::mysql::read_lenenc(p, pos).ok_or(ConnError::Unexpected("bad row"))?;
+        let (len, start) = redirector_common::mysql::read_lenenc(p, pos)
+            .ok_or(ConnError::Unexpected("bad row"))?;
         let end = start
             .checked_add(len as usize)
             .filter(|&e| e <= p.len())

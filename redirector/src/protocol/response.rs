@@ -60,27 +60,27 @@ impl OkPacket {
         }
     }
 
-    /// Parses an OK packet whose header is 0x00 or 0xFE.
+    /// Parses an OK packet whose header is 0x00 or 0xFE. The fixed part is
+    /// read by the state machine's parser (one OK parser for both data
+    /// paths); the info string and session-state block here.
     pub fn parse(payload: &[u8], caps: u32) -> Result<Self> {
-        let mut r = Reader::new(payload);
-        let first = r.u8("OK header")?;
+        let first = *payload.first().ok_or(ProtocolError::EmptyPacket("OK"))?;
         if first != header::OK && first != header::EOF {
             return Err(ProtocolError::UnexpectedPacket {
                 expected: "OK",
                 first,
             });
         }
+        let (fixed, end) = redirector_common::mysql::parse_ok_fixed(payload, u64::from(caps))
+            .ok_or(ProtocolError::Truncated("OK packet"))?;
         let mut ok = OkPacket {
-            affected_rows: r.lenenc_int("OK affected rows")?,
-            last_insert_id: r.lenenc_int("OK last insert id")?,
+            affected_rows: fixed.affected_rows,
+            last_insert_id: fixed.last_insert_id,
+            status: fixed.status,
+            warnings: fixed.warnings,
             ..Default::default()
         };
-        if caps & CLIENT_PROTOCOL_41 != 0 {
-            ok.status = r.u16("OK status")?;
-            ok.warnings = r.u16("OK warnings")?;
-        } else if caps & CLIENT_TRANSACTIONS != 0 {
-            ok.status = r.u16("OK status")?;
-        }
+        let mut r = Reader::new(payload.get(end..).unwrap_or_default());
         if caps & CLIENT_SESSION_TRACK != 0 {
             if !r.is_empty() {
                 ok.info = Bytes::copy_from_slice(r.lenenc_bytes("OK info")?);

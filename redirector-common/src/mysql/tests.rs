@@ -133,7 +133,7 @@ fn bin_row(vals: &[i64]) -> Vec<u8> {
 }
 
 fn query(sql: &str) -> Vec<u8> {
-    let mut o = vec![cmd::QUERY];
+    let mut o = vec![command::COM_QUERY];
     o.extend_from_slice(sql.as_bytes());
     o
 }
@@ -143,7 +143,7 @@ fn simple(c: u8) -> Vec<u8> {
 }
 
 fn prepare(sql: &str) -> Vec<u8> {
-    let mut o = vec![cmd::STMT_PREPARE];
+    let mut o = vec![command::COM_STMT_PREPARE];
     o.extend_from_slice(sql.as_bytes());
     o
 }
@@ -165,35 +165,35 @@ fn stmt_cmd(c: u8, id: u32) -> Vec<u8> {
 }
 
 fn execute(id: u32, flags: u8) -> Vec<u8> {
-    let mut o = stmt_cmd(cmd::STMT_EXECUTE, id);
+    let mut o = stmt_cmd(command::COM_STMT_EXECUTE, id);
     o.push(flags);
     o.extend_from_slice(&1u32.to_le_bytes());
     o
 }
 
 fn fetch(id: u32, rows: u32) -> Vec<u8> {
-    let mut o = stmt_cmd(cmd::STMT_FETCH, id);
+    let mut o = stmt_cmd(command::COM_STMT_FETCH, id);
     o.extend_from_slice(&rows.to_le_bytes());
     o
 }
 
 fn long_data(id: u32, param: u16, data: &[u8]) -> Vec<u8> {
-    let mut o = stmt_cmd(cmd::STMT_SEND_LONG_DATA, id);
+    let mut o = stmt_cmd(command::COM_STMT_SEND_LONG_DATA, id);
     o.extend_from_slice(&param.to_le_bytes());
     o.extend_from_slice(data);
     o
 }
 
-const AC: u16 = status::AUTOCOMMIT;
-const MORE: u16 = status::MORE_RESULTS_EXISTS;
-const BASE: u64 = caps::CLIENT_PROTOCOL_41
-    | caps::CLIENT_TRANSACTIONS
-    | caps::CLIENT_MULTI_STATEMENTS
-    | caps::CLIENT_MULTI_RESULTS
-    | caps::CLIENT_PS_MULTI_RESULTS
-    | caps::CLIENT_SESSION_TRACK
-    | caps::CLIENT_LOCAL_FILES;
-const DEP: u64 = BASE | caps::CLIENT_DEPRECATE_EOF;
+const AC: u16 = status::SERVER_STATUS_AUTOCOMMIT;
+const MORE: u16 = status::SERVER_MORE_RESULTS_EXISTS;
+const BASE: u64 = caps64(capability::CLIENT_PROTOCOL_41, 0)
+    | caps64(capability::CLIENT_TRANSACTIONS, 0)
+    | caps64(capability::CLIENT_MULTI_STATEMENTS, 0)
+    | caps64(capability::CLIENT_MULTI_RESULTS, 0)
+    | caps64(capability::CLIENT_PS_MULTI_RESULTS, 0)
+    | caps64(capability::CLIENT_SESSION_TRACK, 0)
+    | caps64(capability::CLIENT_LOCAL_FILES, 0);
+const DEP: u64 = BASE | caps64(capability::CLIENT_DEPRECATE_EOF, 0);
 
 // ----- conversation scripts ----------------------------------------------------
 
@@ -399,7 +399,7 @@ fn lenenc_and_ok_err_parsing() {
     );
     assert_eq!((okb.status, okb.warnings), (0x0022, 7));
     // Pre-4.1 with CLIENT_TRANSACTIONS: status only.
-    let old = parse_ok(&[0, 1, 0, 2, 0], caps::CLIENT_TRANSACTIONS).unwrap();
+    let old = parse_ok(&[0, 1, 0, 2, 0], caps64(capability::CLIENT_TRANSACTIONS, 0)).unwrap();
     assert_eq!((old.affected_rows, old.status, old.warnings), (1, 2, 0));
     assert_eq!(parse_ok(&[0x00, 0x01], BASE), None);
     assert_eq!(parse_ok(&[0xFF, 0, 0, 0, 0, 0, 0], BASE), None);
@@ -540,7 +540,7 @@ fn text_result_set_classic_eof() {
         .srv(&[
             text_row(&[Some(b"1"), Some(b"x")]),
             text_row(&[None, Some(b"")]),
-            eof(0, AC | status::IN_TRANS),
+            eof(0, AC | status::SERVER_STATUS_IN_TRANS),
         ]);
     let r = check(BASE, &c);
     assert_eq!(
@@ -562,14 +562,14 @@ fn text_result_set_classic_eof() {
     let t = r.last();
     assert!(r.idle_after(2) && t.idle());
     assert_eq!((t.commands_sent(), t.commands_completed()), (1, 1));
-    assert_eq!(t.status(), AC | status::IN_TRANS);
+    assert_eq!(t.status(), AC | status::SERVER_STATUS_IN_TRANS);
     assert!(t.in_transaction());
 }
 
 #[test]
 fn text_result_set_deprecate_eof() {
     // The terminator carries session-track data: 0xFE with length >= 9 is still OK.
-    let mut terminator = ok_fe(AC | status::SESSION_STATE_CHANGED);
+    let mut terminator = ok_fe(AC | status::SERVER_SESSION_STATE_CHANGED);
     terminator.extend(lenstr(b"\x00\x0e\x0dautocommit\x02ON"));
     assert!(terminator.len() > 9);
     let mut c = Conv::new();
@@ -633,7 +633,7 @@ fn huge_text_row_starting_with_fe_is_a_row() {
                 end,
             ]);
         }
-        c.cmd(simple(cmd::PING)).srv(&[ok(AC)]);
+        c.cmd(simple(command::COM_PING)).srv(&[ok(AC)]);
         let r = check(capabilities, &c);
         let kinds = r.server_kinds();
         assert_eq!(kinds.iter().filter(|k| **k == S::Row).count(), 1);
@@ -695,7 +695,7 @@ fn multi_statement_results_chain() {
 /// PS_OUT_PARAMS, MORE_RESULTS omitted as older MariaDB do), then the final OK.
 #[test]
 fn call_with_out_params_binary() {
-    let pso = status::PS_OUT_PARAMS;
+    let pso = status::SERVER_PS_OUT_PARAMS;
     let mut c = Conv::new();
     c.cmd(prepare("CALL p(?, ?)"))
         .srv(&[prepare_ok(1, 0, 2, 0), coldef("?"), coldef("?"), eof(0, AC)])
@@ -739,7 +739,7 @@ fn call_text_protocol_results_then_ok() {
             ok_fe(AC | MORE),
         ])
         .srv(&[ok_with(0, 0, 0, AC, 0)])
-        .cmd(simple(cmd::PING))
+        .cmd(simple(command::COM_PING))
         .srv(&[ok(AC)]);
     let r = check(DEP, &c);
     assert!(!r.idle_after(1));
@@ -767,10 +767,10 @@ fn prepare_ok_with_params_and_columns() {
         let mut c = Conv::new();
         c.cmds(&[
             prepare("SELECT a, b FROM t WHERE x=? AND y=? AND z=?"),
-            simple(cmd::PING),
+            simple(command::COM_PING),
         ]);
         let mut all = resp_pkts.clone();
-        all.push(ok(AC | status::IN_TRANS));
+        all.push(ok(AC | status::SERVER_STATUS_IN_TRANS));
         c.srv(&all);
         let r = check(capabilities, &c);
         let kinds = r.server_kinds();
@@ -852,7 +852,7 @@ fn binary_result_set_rows_start_with_zero() {
 #[test]
 fn cursor_open_fetch_last_row() {
     const CURSOR_READ_ONLY: u8 = 1;
-    let ce = status::CURSOR_EXISTS;
+    let ce = status::SERVER_STATUS_CURSOR_EXISTS;
     for capabilities in [BASE, DEP] {
         let dep = capabilities == DEP;
         let end = |st| if dep { ok_fe(st) } else { eof(0, st) };
@@ -869,7 +869,7 @@ fn cursor_open_fetch_last_row() {
             .cmd(fetch(3, 2))
             .srv(&[bin_row(&[1]), bin_row(&[2]), end(AC | ce)])
             .cmd(fetch(3, 2))
-            .srv(&[bin_row(&[3]), end(AC | status::LAST_ROW_SENT)]);
+            .srv(&[bin_row(&[3]), end(AC | status::SERVER_STATUS_LAST_ROW_SENT)]);
         let r = check(capabilities, &c);
         assert!(r.idle_after(3));
         assert_eq!(r.after[3].0.open_cursors(), 1);
@@ -884,16 +884,16 @@ fn cursor_open_fetch_last_row() {
 
 #[test]
 fn cursor_closed_by_reset_and_close() {
-    let ce = status::CURSOR_EXISTS;
+    let ce = status::SERVER_STATUS_CURSOR_EXISTS;
     let mut c = Conv::new();
     c.cmd(execute(4, 1))
         .srv(&[vec![1], coldef("id"), eof(0, AC | ce)])
         .cmd(execute(5, 1))
         .srv(&[vec![1], coldef("id"), eof(0, AC | ce)])
-        .cmd(stmt_cmd(cmd::STMT_RESET, 4))
+        .cmd(stmt_cmd(command::COM_STMT_RESET, 4))
         .srv(&[ok(AC)])
-        .cmd(stmt_cmd(cmd::STMT_CLOSE, 5))
-        .cmd(simple(cmd::PING))
+        .cmd(stmt_cmd(command::COM_STMT_CLOSE, 5))
+        .cmd(simple(command::COM_PING))
         .srv(&[ok(AC)]);
     let r = check(BASE, &c);
     assert_eq!(r.after[3].0.open_cursors(), 2);
@@ -925,7 +925,7 @@ fn local_infile() {
     assert_eq!(
         r.client_kinds(),
         [
-            C::Command(cmd::QUERY),
+            C::Command(command::COM_QUERY),
             C::InfileData,
             C::InfileData,
             C::InfileEnd
@@ -974,7 +974,10 @@ fn split_packets_16mib() {
     let r = check(DEP, &c);
     assert_eq!(
         r.client_kinds(),
-        [C::Command(cmd::QUERY), C::Command(cmd::QUERY)]
+        [
+            C::Command(command::COM_QUERY),
+            C::Command(command::COM_QUERY)
+        ]
     );
     assert_eq!(
         r.server_kinds(),
@@ -997,9 +1000,9 @@ fn pipelined_commands_with_close_in_the_middle() {
     let mut c = Conv::new();
     c.cmds(&[
         query("SELECT 1"),
-        simple(cmd::PING),
+        simple(command::COM_PING),
         query("DO 1"),
-        stmt_cmd(cmd::STMT_CLOSE, 9),
+        stmt_cmd(command::COM_STMT_CLOSE, 9),
         query("SET @a=1"),
     ])
     .srv(&[
@@ -1010,7 +1013,7 @@ fn pipelined_commands_with_close_in_the_middle() {
         eof(0, AC),
     ])
     .srv(&[ok(AC), ok(AC)])
-    .srv(&[ok(AC | status::SESSION_STATE_CHANGED)]);
+    .srv(&[ok(AC | status::SERVER_SESSION_STATE_CHANGED)]);
     let r = check(BASE, &c);
     assert_eq!(r.after[0].0.outstanding(), 5);
     assert_eq!(r.after[0].0.commands_sent(), 5);
@@ -1019,7 +1022,7 @@ fn pipelined_commands_with_close_in_the_middle() {
     // DO 1 done → the CLOSE behind it retires at once.
     let t2 = &r.after[2].0;
     assert_eq!((t2.commands_completed(), t2.outstanding()), (4, 1));
-    assert_eq!(t2.head_command(), Some(cmd::QUERY));
+    assert_eq!(t2.head_command(), Some(command::COM_QUERY));
     assert!(r.idle_after(3));
     assert_eq!(r.last().commands_completed(), 5);
     assert_eq!(r.last().state_changes(), 1);
@@ -1027,7 +1030,9 @@ fn pipelined_commands_with_close_in_the_middle() {
 
 #[test]
 fn fifo_overflow_loses_sync() {
-    let pings: Vec<Vec<u8>> = (0..FIFO_CAP + 1).map(|_| simple(cmd::PING)).collect();
+    let pings: Vec<Vec<u8>> = (0..FIFO_CAP + 1)
+        .map(|_| simple(command::COM_PING))
+        .collect();
     let mut c = Conv::new();
     c.cmds(&pings).srv(&[ok(AC)]);
     let r = check(BASE, &c);
@@ -1050,7 +1055,7 @@ fn err_mid_result_set_and_as_first_packet() {
         ])
         .cmd(query("SELECT * FROM nope"))
         .srv(&[err(1146, b"42S02", "Table 'test.nope' doesn't exist")])
-        .cmd(simple(cmd::PING))
+        .cmd(simple(command::COM_PING))
         .srv(&[ok(AC)]);
     let r = check(BASE, &c);
     assert!(r.idle_after(1) && r.idle_after(3) && r.idle_after(5));
@@ -1070,8 +1075,8 @@ fn close_and_long_data_need_no_response() {
         .cmd(execute(6, 0))
         .srv(&[ok_with(0, 1, 0, AC, 0)])
         .cmd(long_data(6, 0, b"again"))
-        .cmd(stmt_cmd(cmd::STMT_CLOSE, 6))
-        .cmd(simple(cmd::PING))
+        .cmd(stmt_cmd(command::COM_STMT_CLOSE, 6))
+        .cmd(simple(command::COM_PING))
         .srv(&[ok(AC)]);
     let r = check(DEP, &c);
     assert!(r.idle_after(2) && r.after[2].0.pending_long_data());
@@ -1090,8 +1095,8 @@ fn last_prepared_statement_id_minus_one() {
     let mut c = Conv::new();
     c.cmds(&[prepare("SELECT ?"), long_data(u32::MAX, 0, b"x")])
         .srv(&[prepare_ok(11, 1, 1, 0), coldef("?"), coldef("?")])
-        .cmd(stmt_cmd(cmd::STMT_CLOSE, 11))
-        .cmd(simple(cmd::PING))
+        .cmd(stmt_cmd(command::COM_STMT_CLOSE, 11))
+        .cmd(simple(command::COM_PING))
         .srv(&[ok(AC)]);
     let r = check(DEP, &c);
     assert!(r.after[1].0.pending_long_data());
@@ -1101,7 +1106,7 @@ fn last_prepared_statement_id_minus_one() {
 #[test]
 fn com_quit() {
     let mut c = Conv::new();
-    c.cmd(simple(cmd::QUIT));
+    c.cmd(simple(command::COM_QUIT));
     let r = check(BASE, &c);
     let t = r.last();
     assert!(t.quit_sent() && t.idle() && r.idle_after(0));
@@ -1113,21 +1118,21 @@ fn field_list_statistics_set_option_debug() {
     for capabilities in [BASE, DEP] {
         let dep = capabilities == DEP;
         let end = |st| if dep { ok_fe(st) } else { eof(0, st) };
-        let mut field_list = vec![cmd::FIELD_LIST];
+        let mut field_list = vec![command::COM_FIELD_LIST];
         field_list.extend_from_slice(b"t\0");
-        let mut set_option = vec![cmd::SET_OPTION];
+        let mut set_option = vec![command::COM_SET_OPTION];
         set_option.extend_from_slice(&0u16.to_le_bytes());
         let mut c = Conv::new();
         c.cmd(field_list)
             .srv(&[coldef("a"), coldef("b"), end(AC)])
-            .cmd(simple(cmd::STATISTICS))
+            .cmd(simple(command::COM_STATISTICS))
             .srv(&[b"Uptime: 10  Threads: 1  Questions: 5".to_vec()])
             .cmd(set_option)
             .srv(&[end(AC)])
-            .cmd(simple(cmd::DEBUG))
+            .cmd(simple(command::COM_DEBUG))
             .srv(&[end(AC)])
-            .cmd(simple(cmd::INIT_DB))
-            .srv(&[ok(AC | status::SESSION_STATE_CHANGED)]);
+            .cmd(simple(command::COM_INIT_DB))
+            .srv(&[ok(AC | status::SERVER_SESSION_STATE_CHANGED)]);
         let r = check(capabilities, &c);
         for i in [1, 3, 5, 7, 9] {
             assert!(r.idle_after(i), "step {i}");
@@ -1140,14 +1145,14 @@ fn field_list_statistics_set_option_debug() {
 
 #[test]
 fn change_user_with_auth_switch() {
-    let mut change_user = vec![cmd::CHANGE_USER];
+    let mut change_user = vec![command::COM_CHANGE_USER];
     change_user.extend_from_slice(b"u\0\x14");
     change_user.extend_from_slice(&[7u8; 20]);
     let mut switch = vec![0xFE];
     switch.extend_from_slice(b"mysql_native_password\0");
     switch.extend_from_slice(&[1u8; 20]);
     switch.push(0);
-    let ce = status::CURSOR_EXISTS;
+    let ce = status::SERVER_STATUS_CURSOR_EXISTS;
     let mut c = Conv::new();
     c.cmd(execute(2, 1))
         .srv(&[vec![1], coldef("id"), eof(0, AC | ce)])
@@ -1166,8 +1171,8 @@ fn change_user_with_auth_switch() {
     assert_eq!(
         r.client_kinds(),
         [
-            C::Command(cmd::STMT_EXECUTE),
-            C::Command(cmd::CHANGE_USER),
+            C::Command(command::COM_STMT_EXECUTE),
+            C::Command(command::COM_CHANGE_USER),
             C::AuthData
         ]
     );
@@ -1177,7 +1182,7 @@ fn change_user_with_auth_switch() {
 #[test]
 fn change_user_denied() {
     let mut c = Conv::new();
-    c.cmd(vec![cmd::CHANGE_USER, b'x', 0, 0]).srv(&[err(
+    c.cmd(vec![command::COM_CHANGE_USER, b'x', 0, 0]).srv(&[err(
         1045,
         b"28000",
         "Access denied for user 'x'",
@@ -1189,7 +1194,7 @@ fn change_user_denied() {
 
 #[test]
 fn progress_reports_are_not_responses() {
-    let caps = BASE | caps::MARIADB_CLIENT_PROGRESS;
+    let caps = BASE | caps64(0, mariadb_capability::MARIADB_CLIENT_PROGRESS);
     let mut c = Conv::new();
     c.cmd(query("ALTER TABLE t ADD COLUMN c INT"))
         .srv(&[progress(1, 2, 100), progress(2, 2, 900)])
@@ -1203,7 +1208,7 @@ fn progress_reports_are_not_responses() {
 
 #[test]
 fn cache_metadata_skips_column_definitions() {
-    let caps = BASE | caps::MARIADB_CLIENT_CACHE_METADATA;
+    let caps = BASE | caps64(0, mariadb_capability::MARIADB_CLIENT_CACHE_METADATA);
     let mut c = Conv::new();
     c.cmd(execute(1, 0))
         .srv(&[vec![2, 0], eof(0, AC), bin_row(&[1, 2]), eof(0, AC)])
@@ -1218,7 +1223,7 @@ fn cache_metadata_skips_column_definitions() {
         ]);
     let r = check(caps, &c);
     assert!(r.idle_after(1) && r.idle_after(3));
-    let dep = DEP | caps::MARIADB_CLIENT_CACHE_METADATA;
+    let dep = DEP | caps64(0, mariadb_capability::MARIADB_CLIENT_CACHE_METADATA);
     let mut c = Conv::new();
     c.cmd(execute(1, 0))
         .srv(&[vec![2, 0], bin_row(&[1, 2]), ok_fe(AC)]);
@@ -1243,10 +1248,10 @@ fn unsolicited_server_packets() {
 
 #[test]
 fn untrackable_commands_lose_sync() {
-    let mut dump = vec![cmd::BINLOG_DUMP];
+    let mut dump = vec![command::COM_BINLOG_DUMP];
     dump.extend_from_slice(&4u32.to_le_bytes());
     let mut c = Conv::new();
-    c.cmd(dump).srv(&[ok(AC)]).cmd(simple(cmd::PING));
+    c.cmd(dump).srv(&[ok(AC)]).cmd(simple(command::COM_PING));
     let r = check(BASE, &c);
     assert!(r.last().lost_sync());
     assert_eq!(r.last().lost_reason(), lost::UNTRACKABLE_COMMAND);
@@ -1257,18 +1262,20 @@ fn untrackable_commands_lose_sync() {
 fn transaction_flags_follow_ok_packets() {
     let mut c = Conv::new();
     c.cmd(query("BEGIN"))
-        .srv(&[ok(AC | status::IN_TRANS)])
+        .srv(&[ok(AC | status::SERVER_STATUS_IN_TRANS)])
         .cmd(query("COMMIT"))
         .srv(&[ok(AC)])
         .cmd(query("START TRANSACTION READ ONLY"))
-        .srv(&[ok(AC | status::IN_TRANS | status::IN_TRANS_READONLY)]);
+        .srv(&[ok(AC
+            | status::SERVER_STATUS_IN_TRANS
+            | status::SERVER_STATUS_IN_TRANS_READONLY)]);
     let r = check(BASE, &c);
     assert!(r.after[1].0.in_transaction());
     assert!(!r.after[3].0.in_transaction());
     assert!(r.last().in_transaction());
     assert_eq!(
-        r.last().status() & status::IN_TRANS_READONLY,
-        status::IN_TRANS_READONLY
+        r.last().status() & status::SERVER_STATUS_IN_TRANS_READONLY,
+        status::SERVER_STATUS_IN_TRANS_READONLY
     );
 }
 
@@ -1276,18 +1283,19 @@ fn transaction_flags_follow_ok_packets() {
 #[test]
 fn whole_packet_api_matches_streaming() {
     let mut c = Conv::new();
-    c.cmds(&[query("SELECT 1"), simple(cmd::PING)]).srv(&[
-        vec![1],
-        coldef("1"),
-        eof(0, AC),
-        text_row(&[Some(b"1")]),
-        eof(0, AC),
-        ok(AC),
-    ]);
+    c.cmds(&[query("SELECT 1"), simple(command::COM_PING)])
+        .srv(&[
+            vec![1],
+            coldef("1"),
+            eof(0, AC),
+            text_row(&[Some(b"1")]),
+            eof(0, AC),
+            ok(AC),
+        ]);
     let streamed = check(BASE, &c);
     let mut t = Tracker::new(BASE, AC);
     let mut kinds = Vec::new();
-    for p in [query("SELECT 1"), simple(cmd::PING)] {
+    for p in [query("SELECT 1"), simple(command::COM_PING)] {
         t.on_client_packet(&PacketInfo::from_payload(0, &p));
     }
     for (i, p) in [
@@ -1416,13 +1424,13 @@ fn kernel_segment_walk_matches_the_state_machine() {
         })
         .collect();
     for caps in [DEP, BASE] {
-        let dep = caps & caps::CLIENT_DEPRECATE_EOF != 0;
+        let dep = caps & caps64(capability::CLIENT_DEPRECATE_EOF, 0) != 0;
         // Each response answers one COM_QUERY, as the kernel forwards them.
         let mut responses: Vec<Vec<u8>> = Vec::new();
         let mut seq = 1u8;
         responses.push(result_set(&mut seq, dep, &rows, AC));
         seq = 1;
-        responses.push(wire(&mut seq, &ok(AC | status::IN_TRANS)));
+        responses.push(wire(&mut seq, &ok(AC | status::SERVER_STATUS_IN_TRANS)));
         seq = 1;
         responses.push(wire(&mut seq, &err(1064, b"42000", "syntax")));
         seq = 1;
@@ -1459,7 +1467,7 @@ fn kernel_path_commands() {
     assert!(kernel_path_command(&query("Insert into t values (1)")));
     assert!(kernel_path_command(&query("COMMIT")));
     assert!(kernel_path_command(&query("BEGIN")));
-    assert!(kernel_path_command(&[cmd::PING]));
+    assert!(kernel_path_command(&[command::COM_PING]));
     assert!(kernel_path_command(&execute(1, 0)));
     assert!(!kernel_path_command(&query("SELECTX 1")));
     assert!(!kernel_path_command(&query(
@@ -1469,10 +1477,10 @@ fn kernel_path_commands() {
     assert!(!kernel_path_command(&query("SET @a = 1")));
     assert!(!kernel_path_command(&query("  SELECT 1")));
     assert!(!kernel_path_command(&prepare("SELECT ?")));
-    assert!(!kernel_path_command(&simple(cmd::QUIT)));
-    assert!(!kernel_path_command(&simple(cmd::INIT_DB)));
-    assert!(!kernel_path_command(&simple(cmd::CHANGE_USER)));
-    assert!(!kernel_path_command(&simple(cmd::RESET_CONNECTION)));
-    assert!(!kernel_path_command(&stmt_cmd(cmd::STMT_CLOSE, 1)));
+    assert!(!kernel_path_command(&simple(command::COM_QUIT)));
+    assert!(!kernel_path_command(&simple(command::COM_INIT_DB)));
+    assert!(!kernel_path_command(&simple(command::COM_CHANGE_USER)));
+    assert!(!kernel_path_command(&simple(command::COM_RESET_CONNECTION)));
+    assert!(!kernel_path_command(&stmt_cmd(command::COM_STMT_CLOSE, 1)));
     assert!(!kernel_path_command(&[]));
 }
