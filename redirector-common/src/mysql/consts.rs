@@ -2,6 +2,7 @@
 //! from MariaDB's `include/mysql_com.h`), and the tracker's own state codes.
 //! The daemon re-exports them (`redirector::protocol::constants`).
 
+/// Number of payload bytes of each logical packet reported by the framer.
 pub const PREFIX_LEN: usize = 32;
 pub(crate) const PREFIX_MASK: usize = PREFIX_LEN - 1;
 const _: () = assert!(PREFIX_LEN.is_power_of_two());

@@ -83,7 +83,6 @@
 //! - After lost sync every packet is [`ClientPacket::Ignored`] /
 //!   [`ServerPacket::Ignored`] and the state stays frozen.
 
-/// Number of payload bytes of each logical packet reported by the framer.
 mod consts;
 mod framer;
 mod kernel;
