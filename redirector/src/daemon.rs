@@ -1,19 +1,18 @@
-//! The daemon: binds the listener, runs health checks and serves each
-//! client session until SIGTERM/SIGINT.
+//! The daemon: builds the [`App`], binds the listener, runs the background
+//! tasks (health checks, the drain sweep) and serves each client until
+//! SIGTERM/SIGINT.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
-use crate::accounts::AccountStore;
-use crate::backend::{self, Backend, Backends};
+use crate::app::App;
+use crate::backend;
 use crate::config::Config;
-use crate::policy::Placement;
-use crate::proxy::{self, GreetingTemplate, Shared};
-use crate::session::SessionRegistry;
+use crate::datapath::local_app::LocalApp;
+use crate::protocol::{GreetingTemplate, PacketIo};
 
 /// How often servers are probed.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
@@ -25,72 +24,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen.address)
         .await
         .with_context(|| format!("binding the listener on {}", config.listen.address))?;
-    let shared = build_shared(config)?;
-    serve(listener, shared, shutdown_signal()).await
+    let app = build_app(config)?;
+    serve(listener, app, shutdown_signal()).await
 }
 
-/// Builds the shared state from a validated configuration.
-pub fn build_shared(config: Config) -> anyhow::Result<Arc<Shared>> {
-    let backends = Arc::new(Backends::new(
-        config
-            .servers
-            .iter()
-            .map(|s| Backend::new(&s.name, s.address, s.weight)),
-    ));
-    let placement = Placement::from_document(&config.policy)?;
-    let accounts = AccountStore::from_config(&config)?;
-    let tls = match &config.tls {
-        Some(t) => Some(crate::tls::acceptor(&t.cert, &t.key)?),
-        None => None,
-    };
-    let slots = Arc::new(Semaphore::new(config.listen.max_connections as usize));
-    let sessions = Arc::new(SessionRegistry::new());
+/// The daemon-wide state for a validated configuration, with the kernel
+/// path loaded if `datapath.mode` asks for it.
+pub fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
     let kernel = load_datapath(&config)?;
-    let metrics = Arc::new(crate::metrics::Metrics::new(
-        sessions.clone(),
-        backends.clone(),
-        if kernel.is_some() {
-            crate::session::DatapathKind::Ebpf
-        } else {
-            crate::session::DatapathKind::Userspace
-        },
-        kernel.clone(),
-    ));
-    Ok(Arc::new(Shared {
-        backends,
-        sessions,
-        metrics,
-        policy: std::sync::RwLock::new(config.policy.clone()),
-        accounts,
-        placement: std::sync::RwLock::new(placement),
-        tls,
-        slots,
-        config,
-        greeting: std::sync::RwLock::new(GreetingTemplate::default()),
-        moves: crate::mover::MoveLog::default(),
-        kernel,
-    }))
+    Ok(Arc::new(App::build(config, kernel)?))
 }
 
 /// Accepts clients on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    app: Arc<App>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
-    tracing::info!(address = %local, servers = shared.backends.all().len(), "redirector listening");
-    let _admin_http = crate::admin::http::start(shared.clone()).await?;
-    let _admin_sql = crate::admin::sql::start(shared.clone()).await?;
-    learn_greeting(&shared).await;
-    if let Err(e) = shared.accounts.reload(&addresses(&shared)).await {
+    tracing::info!(address = %local, servers = app.backends.all().len(), "redirector listening");
+    let _admin_http = crate::admin::http::start(app.clone()).await?;
+    let _admin_sql = crate::admin::sql::start(app.clone()).await?;
+    learn_greeting(&app).await;
+    if let Err(e) = app.accounts.reload(&app.server_addresses()).await {
         tracing::warn!(error = %e, "could not load accounts from the backends (will retry on demand)");
     }
-    let health = tokio::spawn(backend::health_loop(
-        shared.backends.clone(),
-        HEALTH_INTERVAL,
-    ));
-    let sweep = tokio::spawn(crate::mover::drain_sweep(shared.clone()));
+    let health = tokio::spawn(backend::health_loop(app.backends.clone(), HEALTH_INTERVAL));
+    let sweep = tokio::spawn(crate::mover::drain_sweep(app.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -107,15 +67,15 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let shared = shared.clone();
-                tasks.spawn(async move { proxy::serve_client(shared, stream, peer).await });
+                let app = app.clone();
+                tasks.spawn(async move { crate::front::serve_client(app, stream, peer).await });
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
     drop(listener);
     tracing::info!(
-        sessions = shared.sessions.len(),
+        sessions = app.sessions.len(),
         "stopping: no new connections; waiting for sessions to end"
     );
     let deadline = tokio::time::sleep(DRAIN_ON_STOP);
@@ -155,23 +115,19 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn addresses(shared: &Shared) -> Vec<std::net::SocketAddr> {
-    shared.backends.all().iter().map(|b| b.address).collect()
-}
-
 /// Presents the backends' version and capabilities in our greeting from the
 /// first client on (later logins refresh it).
-async fn learn_greeting(shared: &Shared) {
-    for b in shared.backends.all() {
+async fn learn_greeting(app: &App) {
+    for b in app.backends.all() {
         let attempt = async {
             let stream = tokio::net::TcpStream::connect(b.address).await.ok()?;
-            let mut io = proxy::PacketIo::new(stream);
+            let mut io = PacketIo::new(stream);
             let p = io.read(1 << 16).await.ok()?;
             crate::protocol::InitialHandshake::parse(&p.payload).ok()
         };
         if let Ok(Some(g)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
             tracing::info!(server = %b.name, version = %g.server_version, "backend greeting");
-            *shared.greeting.write().unwrap_or_else(|e| e.into_inner()) =
+            *app.greeting.write().unwrap_or_else(|e| e.into_inner()) =
                 GreetingTemplate::from_backend(&g);
             return;
         }
@@ -182,12 +138,10 @@ async fn learn_greeting(shared: &Shared) {
 /// Loads the kernel session path if `datapath.mode` asks for it: `ebpf`
 /// requires it (a load failure is an error). `auto` uses the userspace relay
 /// in this version (the kernel path is experimental, see the docs).
-fn load_datapath(
-    config: &Config,
-) -> anyhow::Result<Option<Arc<crate::datapath::kernel::KernelPath>>> {
+fn load_datapath(config: &Config) -> anyhow::Result<Option<Arc<LocalApp>>> {
     use crate::config::DatapathMode;
     let load = || {
-        crate::datapath::kernel::KernelPath::load(
+        LocalApp::load(
             config.datapath.ebpf_object.as_deref(),
             &config.datapath.cgroup,
             config.listen.address,

@@ -40,7 +40,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum EbpfAction {
+    /// Load every program the daemon runs (through the verifier) and pin
+    /// the programs and maps under a bpffs directory.
     Load {
+        #[arg(long, default_value = "/sys/fs/bpf/redirector")]
+        pin: PathBuf,
+    },
+    /// Remove what `load` pinned.
+    Unload {
         #[arg(long, default_value = "/sys/fs/bpf/redirector")]
         pin: PathBuf,
     },
@@ -62,11 +69,7 @@ fn main() -> ExitCode {
         Command::Ctl(args) => return redirector::admin::ctl::main(args),
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config),
-        Command::Ebpf {
-            action: EbpfAction::Load { pin },
-        } => redirector::datapath::ebpf::pin_programs(&pin)
-            .map(|()| println!("eBPF programs and maps pinned under {}", pin.display()))
-            .map_err(anyhow::Error::from),
+        Command::Ebpf { action } => ebpf(action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -75,6 +78,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn ebpf(action: EbpfAction) -> anyhow::Result<()> {
+    use redirector::datapath::loader;
+    match action {
+        EbpfAction::Load { pin } => {
+            let mut programs = loader::Programs::load(None)?;
+            let names = programs.pin(&pin)?;
+            println!("pinned under {}: {}", pin.display(), names.join(", "));
+        }
+        EbpfAction::Unload { pin } => {
+            if loader::unpin(&pin)? {
+                println!("removed {}", pin.display());
+            } else {
+                println!("nothing pinned under {}", pin.display());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use redirector::datapath::ebpf::EbpfDatapath;
+use redirector::datapath::splice::SplicePath;
 
 const STREAM_BYTES: u64 = 64 * 1024 * 1024;
 const ROUND_TRIPS: usize = 1000;
@@ -190,7 +190,7 @@ fn assert_nothing_readable(t: &TcpStream, name: &str) {
 #[test]
 fn kernel_splice() {
     let object = preconditions();
-    let dp = EbpfDatapath::load(Some(&object))
+    let dp = SplicePath::load(Some(&object))
         .unwrap_or_else(|e| panic!("loading the eBPF data path: {e}"));
     let p = connect_pair();
 
@@ -397,7 +397,7 @@ fn kernel_splice() {
 fn splice_during_live_traffic() {
     const LIVE_BYTES: u64 = 16 * 1024 * 1024;
     let object = preconditions();
-    let dp = EbpfDatapath::load(Some(&object))
+    let dp = SplicePath::load(Some(&object))
         .unwrap_or_else(|e| panic!("loading the eBPF data path: {e}"));
     for round in 0..5u64 {
         let p = connect_pair();
@@ -465,31 +465,4 @@ fn splice_during_live_traffic() {
         keys.socks.is_empty() && keys.sides.is_empty() && keys.counters.is_empty(),
         "{keys:?}"
     );
-}
-
-/// `redirector ebpf load`: program and maps pinned under a bpffs directory.
-#[test]
-fn pin_programs_under_bpffs() {
-    let object = preconditions();
-    let dir = PathBuf::from(format!(
-        "/sys/fs/bpf/redirector-test-{}",
-        std::process::id()
-    ));
-    redirector::datapath::ebpf::pin_programs_from(&dir, Some(&object))
-        .unwrap_or_else(|e| panic!("pinning: {e}"));
-    let names = ["SOCKS", "SIDES", "COUNTERS", "redirector_verdict"];
-    let present: Vec<bool> = names.iter().map(|n| dir.join(n).exists()).collect();
-    // Pinning twice replaces the pins instead of failing.
-    let again = redirector::datapath::ebpf::pin_programs_from(&dir, Some(&object));
-    for n in names {
-        let _ = std::fs::remove_file(dir.join(n));
-    }
-    let _ = std::fs::remove_dir(&dir);
-    assert_eq!(
-        present,
-        [true; 4],
-        "pins of {names:?} under {}",
-        dir.display()
-    );
-    again.unwrap_or_else(|e| panic!("re-pinning: {e}"));
 }

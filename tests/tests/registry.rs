@@ -12,7 +12,7 @@ use redirector_tests::daemon::servers_toml;
 use redirector_tests::*;
 
 async fn wait_for<F: Fn(&[SessionSnapshot]) -> bool>(
-    shared: &redirector::proxy::Shared,
+    shared: &redirector::app::App,
     what: &str,
     f: F,
 ) -> Vec<SessionSnapshot> {
@@ -41,7 +41,7 @@ async fn registry_tracks_sessions_and_transactions() -> Result<()> {
         servers_toml(&servers)
     );
     let config = redirector::config::Config::parse(&text, &dir.join("redirector.toml"))?;
-    let shared = redirector::daemon::build_shared(config)?;
+    let shared = redirector::daemon::build_app(config)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use mysql_async::prelude::*;
-use redirector::proxy::Shared;
+use redirector::app::App as Shared;
 use redirector::session::{SessionSnapshot, SessionState};
 use redirector_tests::daemon::servers_toml;
 use redirector_tests::*;
@@ -37,7 +37,7 @@ async fn start(bed: &TestBed, max_connections: u32) -> Result<InProcess> {
         servers_toml(&servers)
     );
     let config = redirector::config::Config::parse(&text, std::path::Path::new("review.toml"))?;
-    let shared = redirector::daemon::build_shared(config)?;
+    let shared = redirector::daemon::build_app(config)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

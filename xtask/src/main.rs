@@ -7,6 +7,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod layers;
 mod setup;
 mod util;
 
@@ -165,17 +166,13 @@ fn build_ebpf() -> Result<()> {
     run(&mut ebpf).context("building the eBPF object failed (is `cargo xtask setup` done?)")
 }
 
+/// Removes what `load` pinned, with the daemon's own `ebpf unload`.
 fn unload() -> Result<()> {
-    let dir = PathBuf::from(PIN_DIR);
-    if !dir.exists() {
-        println!("nothing pinned under {PIN_DIR}");
-        return Ok(());
+    let bin = redirector_bin();
+    if !bin.exists() {
+        build()?;
     }
-    // Unpinning is removing the bpffs files; the kernel frees each object
-    // once nothing else holds it.
-    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {PIN_DIR}"))?;
-    println!("removed {PIN_DIR}");
-    Ok(())
+    run(cmd(bin).args(["ebpf", "unload", "--pin", PIN_DIR]))
 }
 
 fn test(extra: &[String]) -> Result<()> {

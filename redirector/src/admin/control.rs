@@ -1,21 +1,21 @@
-//! Operations shared by the admin surfaces (REST, admin SQL): one
+//! Operations app by the admin surfaces (REST, admin SQL): one
 //! implementation of each command, so both answer the same way.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::app::App;
+use crate::backend::routing::RoutingError;
 use crate::backend::{Backend, BackendError};
 use crate::config::{
     parse_policy, resolve_socket_addr, validate_server_name, ClusterWeight, PolicyDocument,
     PolicyError,
 };
-use crate::metrics::move_reason;
+use crate::metrics::MoveReason;
 use crate::mover::{self, MoveReport, MoveSpec, MoverError};
-use crate::policy::{Placement, ScalingPolicy};
-use crate::proxy::Shared;
 
 /// Weight of a server added without one (the same default as `[[servers]]`).
 pub const DEFAULT_WEIGHT: u32 = 1;
@@ -38,6 +38,15 @@ pub enum ControlError {
     NotAllMoved(MoveReport),
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<RoutingError> for ControlError {
+    fn from(e: RoutingError) -> Self {
+        match e {
+            RoutingError::Document(p) => ControlError::Policy(p),
+            RoutingError::Placement(p) => ControlError::BadRequest(p.to_string()),
+        }
+    }
 }
 
 impl From<MoverError> for ControlError {
@@ -71,11 +80,10 @@ pub struct ServerRow {
     pub in_policy: bool,
 }
 
-pub fn server_rows(shared: &Shared) -> Vec<ServerRow> {
-    let counts = shared.sessions.count_by_server();
-    let policy = shared.policy.read().unwrap_or_else(PoisonError::into_inner);
-    shared
-        .backends
+pub fn server_rows(app: &App) -> Vec<ServerRow> {
+    let counts = app.sessions.count_by_server();
+    let policy = app.routing.document();
+    app.backends
         .all()
         .iter()
         .map(|b| {
@@ -95,9 +103,9 @@ pub fn server_rows(shared: &Shared) -> Vec<ServerRow> {
 
 /// Wait timeout of a move, drain or rebalance request (seconds; None = the
 /// configured default).
-pub fn wait_timeout(shared: &Shared, seconds: Option<f64>) -> Result<Duration, ControlError> {
+pub fn wait_timeout(app: &App, seconds: Option<f64>) -> Result<Duration, ControlError> {
     match seconds {
-        None => Ok(shared.config.mover.default_wait_timeout),
+        None => Ok(app.config.mover.default_wait_timeout),
         Some(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
         Some(s) => Err(ControlError::BadRequest(format!(
             "wait timeout {s}: must be between 0 and 86400 seconds"
@@ -105,59 +113,54 @@ pub fn wait_timeout(shared: &Shared, seconds: Option<f64>) -> Result<Duration, C
     }
 }
 
-pub async fn move_sessions(
-    shared: &Arc<Shared>,
-    spec: &MoveSpec,
-) -> Result<MoveReport, ControlError> {
-    let report = mover::move_sessions(shared, spec, move_reason::OPERATOR).await?;
+pub async fn move_sessions(app: &Arc<App>, spec: &MoveSpec) -> Result<MoveReport, ControlError> {
+    let report = mover::move_sessions(app, spec, MoveReason::Operator).await?;
     Ok(report.all_moved()?)
 }
 
 pub async fn drain(
-    shared: &Arc<Shared>,
+    app: &Arc<App>,
     server: &str,
     wait: Duration,
     force: bool,
 ) -> Result<MoveReport, ControlError> {
-    Ok(mover::drain(shared, server, wait, force).await?)
+    Ok(mover::drain(app, server, wait, force).await?)
 }
 
-pub fn undrain(shared: &Shared, server: &str) -> Result<(), ControlError> {
-    Ok(mover::undrain(shared, server)?)
+pub fn undrain(app: &App, server: &str) -> Result<(), ControlError> {
+    Ok(mover::undrain(app, server)?)
 }
 
-pub async fn rebalance(shared: &Arc<Shared>, wait: Duration) -> Result<MoveReport, ControlError> {
-    let report = mover::rebalance(shared, wait, shared.config.mover.rebalance_rate).await?;
+pub async fn rebalance(app: &Arc<App>, wait: Duration) -> Result<MoveReport, ControlError> {
+    let report = mover::rebalance(app, wait, app.config.mover.rebalance_rate).await?;
     Ok(report.all_moved()?)
 }
 
 /// Drains the server, then removes it from the servers and the policy.
 pub async fn remove_server(
-    shared: &Arc<Shared>,
+    app: &Arc<App>,
     server: &str,
     wait: Duration,
     force: bool,
 ) -> Result<MoveReport, ControlError> {
-    let report = mover::remove_server(shared, server, wait, force).await?;
-    let mut policy = shared
-        .policy
-        .write()
-        .unwrap_or_else(PoisonError::into_inner);
-    let mut doc = policy.clone();
-    for g in &mut doc.cluster_resource_groups {
-        g.clusters.retain(|c| c.cluster_id != server);
-    }
-    if doc.group().is_some_and(|g| !g.clusters.is_empty()) {
-        switch_placement(shared, &doc)?;
-        *policy = doc;
-    }
+    let report = mover::remove_server(app, server, wait, force).await?;
+    app.routing.update(|current| {
+        let mut doc = current.clone();
+        for g in &mut doc.cluster_resource_groups {
+            g.clusters.retain(|c| c.cluster_id != server);
+        }
+        // A policy left without members keeps the old document (the
+        // server is gone from the server set either way).
+        let keep = doc.group().is_some_and(|g| !g.clusters.is_empty());
+        Ok::<_, ControlError>((keep.then_some(doc), ()))
+    })?;
     Ok(report)
 }
 
 /// Adds a server (listed in the policy with `weight`, so it gets new
 /// sessions). `address` may be a host name.
 pub async fn add_server(
-    shared: &Shared,
+    app: &App,
     name: &str,
     address: &str,
     weight: Option<i64>,
@@ -176,113 +179,53 @@ pub async fn add_server(
         .await
         .map_err(|e| ControlError::Internal(format!("resolving the address: {e}")))?
         .map_err(|e| ControlError::BadRequest(format!("address {address:?}: {e}")))?;
-    add_server_locked(shared, name, resolved, weight)?;
+    add_server_to(app, name, resolved, weight)?;
     tracing::info!(server = %name, address = %resolved, weight, "server added");
-    server_rows(shared)
+    server_rows(app)
         .into_iter()
         .find(|r| r.server_name == name)
         .ok_or_else(|| ControlError::Internal("the added server disappeared".into()))
 }
 
-/// Holds the policy lock throughout so a concurrent policy change cannot
-/// interleave.
-fn add_server_locked(
-    shared: &Shared,
+/// Adds the server and lists it in the policy under the routing lock, so a
+/// concurrent policy change cannot interleave.
+fn add_server_to(
+    app: &App,
     name: &str,
     address: SocketAddr,
     weight: u32,
 ) -> Result<(), ControlError> {
-    let mut policy = shared
-        .policy
-        .write()
-        .unwrap_or_else(PoisonError::into_inner);
-    if shared.backends.get(name).is_ok() {
-        return Err(ControlError::Conflict(
-            BackendError::Exists(name.to_string()).to_string(),
-        ));
-    }
-    let mut doc = policy.clone();
-    if let Some(group) = doc.cluster_resource_groups.first_mut() {
-        if !group.clusters.iter().any(|c| c.cluster_id == name) {
-            group.clusters.push(ClusterWeight {
-                cluster_id: name.to_string(),
-                weight,
-            });
+    app.routing.update(|current| {
+        if app.backends.get(name).is_ok() {
+            return Err(ControlError::Conflict(
+                BackendError::Exists(name.to_string()).to_string(),
+            ));
         }
-    }
-    let placement = {
-        let current = shared
-            .placement
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        placement_for(&current, &doc)?
-    };
-    shared
-        .backends
-        .add(Backend::new(name, address, weight))
-        .map_err(|e| ControlError::Conflict(e.to_string()))?;
-    *shared
-        .placement
-        .write()
-        .unwrap_or_else(PoisonError::into_inner) = placement;
-    *policy = doc;
-    Ok(())
+        let mut doc = current.clone();
+        if let Some(group) = doc.cluster_resource_groups.first_mut() {
+            if !group.clusters.iter().any(|c| c.cluster_id == name) {
+                group.clusters.push(ClusterWeight {
+                    cluster_id: name.to_string(),
+                    weight,
+                });
+            }
+        }
+        // Validate the new placement before the server is added.
+        crate::policy::Placement::from_document(&doc).map_err(RoutingError::from)?;
+        app.backends
+            .add(Backend::new(name, address, weight))
+            .map_err(|e| ControlError::Conflict(e.to_string()))?;
+        Ok((Some(doc), ()))
+    })
 }
 
 /// Replaces the placement policy with the JSON document `text`.
-pub fn set_policy(shared: &Shared, text: &str) -> Result<PolicyDocument, ControlError> {
-    let mut policy = shared
-        .policy
-        .write()
-        .unwrap_or_else(PoisonError::into_inner);
-    let names: Vec<String> = shared
-        .backends
-        .all()
-        .iter()
-        .map(|b| b.name.clone())
-        .collect();
-    let doc = parse_policy(text, &names).map_err(ControlError::Policy)?;
-    switch_placement(shared, &doc)?;
-    *policy = doc.clone();
-    drop(policy);
+pub fn set_policy(app: &App, text: &str) -> Result<PolicyDocument, ControlError> {
+    let doc = app.routing.update(|_| {
+        let names: Vec<String> = app.backends.all().iter().map(|b| b.name.clone()).collect();
+        let doc = parse_policy(text, &names).map_err(ControlError::Policy)?;
+        Ok::<_, ControlError>((Some(doc.clone()), doc))
+    })?;
     tracing::info!(policy = %serde_json::to_string(&doc).unwrap_or_default(), "placement policy replaced");
     Ok(doc)
-}
-
-/// Puts the placement for `doc` in effect (the caller holds the policy lock
-/// and stores `doc` after).
-fn switch_placement(shared: &Shared, doc: &PolicyDocument) -> Result<(), ControlError> {
-    let placement = {
-        let current = shared
-            .placement
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        placement_for(&current, doc)?
-    };
-    *shared
-        .placement
-        .write()
-        .unwrap_or_else(PoisonError::into_inner) = placement;
-    Ok(())
-}
-
-/// The placement for `doc`, continuing `current`'s round-robin rotation.
-fn placement_for(current: &Placement, doc: &PolicyDocument) -> Result<Placement, ControlError> {
-    let group = doc
-        .group()
-        .ok_or(ControlError::Policy(PolicyError::NoResourceGroups))?;
-    let kind: ScalingPolicy = group
-        .scaling_policy
-        .as_str()
-        .parse()
-        .map_err(|e: crate::policy::PolicyError| ControlError::BadRequest(e.to_string()))?;
-    current
-        .reconfigure(
-            kind,
-            group
-                .clusters
-                .iter()
-                .map(|c| (c.cluster_id.clone(), c.weight)),
-        )
-        .map_err(|e| ControlError::BadRequest(e.to_string()))
 }

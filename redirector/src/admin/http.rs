@@ -10,7 +10,7 @@
 //! Every error is JSON `{"error": "..."}` with a fitting status code.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
@@ -25,9 +25,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::control::{self, ControlError, ServerRow};
+use crate::app::App;
 use crate::config::{PolicyDocument, PolicyError};
 use crate::mover::{MoveReport, MoveSpec, Selection};
-use crate::proxy::Shared;
 use crate::session::SessionSnapshot;
 
 pub use super::control::DEFAULT_WEIGHT;
@@ -66,12 +66,12 @@ impl Drop for HttpServer {
 
 /// Binds `admin.http_address` and serves the API in a background task until
 /// the returned handle is dropped.
-pub async fn start(shared: Arc<Shared>) -> Result<HttpServer, HttpError> {
-    let address = shared.config.admin.http_address;
+pub async fn start(app: Arc<App>) -> Result<HttpServer, HttpError> {
+    let address = app.config.admin.http_address;
     let bind_err = |error| HttpError::Bind { address, error };
     let listener = TcpListener::bind(address).await.map_err(bind_err)?;
     let local_addr = listener.local_addr().map_err(bind_err)?;
-    let app = router(shared, is_loopback(local_addr.ip()));
+    let app = router(app, is_loopback(local_addr.ip()));
     tracing::info!(address = %local_addr, "admin HTTP API (REST /v1, /metrics) listening");
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -83,15 +83,15 @@ pub async fn start(shared: Arc<Shared>) -> Result<HttpServer, HttpError> {
 
 #[derive(Clone)]
 struct Api {
-    shared: Arc<Shared>,
+    app: Arc<App>,
     /// Bound to a loopback address: no token needed when none is configured,
     /// and never for `/metrics`.
     loopback: bool,
 }
 
 /// The routes, for a server bound to a loopback address or not.
-pub fn router(shared: Arc<Shared>, loopback: bool) -> Router {
-    let api = Api { shared, loopback };
+pub fn router(app: Arc<App>, loopback: bool) -> Router {
+    let api = Api { app, loopback };
     let v1 = Router::new()
         .route("/sessions", get(get_sessions))
         .route("/sessions/move", post(move_sessions))
@@ -226,7 +226,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn check_token(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
-    match api.shared.config.admin.token.as_deref() {
+    match api.app.config.admin.token.as_deref() {
         None if api.loopback => Ok(()),
         None => Err(ApiError::unauthorized(
             "no admin.token is configured, so the API is refused on a non-loopback address",
@@ -255,7 +255,7 @@ async fn get_metrics(State(api): State<Api>, headers: HeaderMap) -> Result<Respo
         check_token(&api, &headers)?;
     }
     let text = api
-        .shared
+        .app
         .metrics
         .encode()
         .map_err(|e| ApiError::internal(format!("encoding metrics: {e}")))?;
@@ -265,13 +265,13 @@ async fn get_metrics(State(api): State<Api>, headers: HeaderMap) -> Result<Respo
 // ---- /v1/sessions ---------------------------------------------------------------
 
 async fn get_sessions(State(api): State<Api>) -> Json<Vec<SessionSnapshot>> {
-    Json(api.shared.sessions.snapshot())
+    Json(api.app.sessions.snapshot())
 }
 
 // ---- /v1/servers ----------------------------------------------------------------
 
 async fn get_servers(State(api): State<Api>) -> Json<Vec<ServerRow>> {
-    Json(control::server_rows(&api.shared))
+    Json(control::server_rows(&api.app))
 }
 
 /// Body of `POST /v1/servers`.
@@ -294,7 +294,7 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
 
 async fn add_server(State(api): State<Api>, body: Bytes) -> Result<Response, ApiError> {
     let req: AddServer = json_body(&body)?;
-    let row = control::add_server(&api.shared, &req.name, &req.address, req.weight).await?;
+    let row = control::add_server(&api.app, &req.name, &req.address, req.weight).await?;
     Ok((StatusCode::CREATED, Json(row)).into_response())
 }
 
@@ -322,9 +322,9 @@ async fn remove_server(
     body: Bytes,
 ) -> Result<Json<MoveReport>, ApiError> {
     let req: WaitBody = optional_body(&body)?;
-    let wait = control::wait_timeout(&api.shared, req.wait_timeout_s)?;
+    let wait = control::wait_timeout(&api.app, req.wait_timeout_s)?;
     Ok(Json(
-        control::remove_server(&api.shared, &name, wait, req.force).await?,
+        control::remove_server(&api.app, &name, wait, req.force).await?,
     ))
 }
 
@@ -334,9 +334,9 @@ async fn drain(
     body: Bytes,
 ) -> Result<Json<MoveReport>, ApiError> {
     let req: WaitBody = optional_body(&body)?;
-    let wait = control::wait_timeout(&api.shared, req.wait_timeout_s)?;
+    let wait = control::wait_timeout(&api.app, req.wait_timeout_s)?;
     Ok(Json(
-        control::drain(&api.shared, &name, wait, req.force).await?,
+        control::drain(&api.app, &name, wait, req.force).await?,
     ))
 }
 
@@ -344,8 +344,8 @@ async fn undrain(
     State(api): State<Api>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<ServerRow>>, ApiError> {
-    control::undrain(&api.shared, &name)?;
-    Ok(Json(control::server_rows(&api.shared)))
+    control::undrain(&api.app, &name)?;
+    Ok(Json(control::server_rows(&api.app)))
 }
 
 /// Body of `POST /v1/rebalance` (optional).
@@ -358,8 +358,8 @@ struct RebalanceBody {
 
 async fn rebalance(State(api): State<Api>, body: Bytes) -> Result<Json<MoveReport>, ApiError> {
     let req: RebalanceBody = optional_body(&body)?;
-    let wait = control::wait_timeout(&api.shared, req.wait_timeout_s)?;
-    Ok(Json(control::rebalance(&api.shared, wait).await?))
+    let wait = control::wait_timeout(&api.app, req.wait_timeout_s)?;
+    Ok(Json(control::rebalance(&api.app, wait).await?))
 }
 
 // ---- /v1/sessions/move ----------------------------------------------------------
@@ -405,32 +405,26 @@ async fn move_sessions(State(api): State<Api>, body: Bytes) -> Result<Json<MoveR
         sessions,
         from: req.from,
         to: Some(req.to),
-        wait: control::wait_timeout(&api.shared, req.wait_timeout_s)?,
+        wait: control::wait_timeout(&api.app, req.wait_timeout_s)?,
         force: req.force,
     };
-    Ok(Json(control::move_sessions(&api.shared, &spec).await?))
+    Ok(Json(control::move_sessions(&api.app, &spec).await?))
 }
 
-async fn get_moves(State(api): State<Api>) -> Json<Vec<crate::mover::MoveRecord>> {
-    Json(api.shared.moves.snapshot())
+async fn get_moves(State(api): State<Api>) -> Json<Vec<crate::session::MoveRecord>> {
+    Json(api.app.moves.snapshot())
 }
 
 // ---- /v1/policy ---------------------------------------------------------------
 
 async fn get_policy(State(api): State<Api>) -> Json<PolicyDocument> {
-    Json(
-        api.shared
-            .policy
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone(),
-    )
+    Json(api.app.routing.document())
 }
 
 async fn put_policy(State(api): State<Api>, body: Bytes) -> Result<Json<PolicyDocument>, ApiError> {
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::bad_request(format!("policy body is not UTF-8: {e}")))?;
-    Ok(Json(control::set_policy(&api.shared, text)?))
+    Ok(Json(control::set_policy(&api.app, text)?))
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use self::parse::{Expr, Literal, SelectItem, Statement, SyntaxError, WaitOpts};
 use self::table::{Kind, QueryError, Table, Value};
 use super::control::{self, ControlError};
+use crate::app::App;
 use crate::config::{AdminConfig, PolicyDocument};
 use crate::mover::{MoveReport, MoveSpec};
 use crate::protocol::constants::capability::*;
@@ -37,7 +38,7 @@ use crate::protocol::{
     double_sha1, parse_client_hello, text_result_set, verify_native_password, write_packet,
     AuthSwitchRequest, ClientHello, ErrPacket, InitialHandshake, OkPacket, ProtocolError,
 };
-use crate::proxy::{PacketIo, SessionError, Shared};
+use crate::protocol::{PacketIo, PacketIoError};
 
 /// Capabilities we offer: protocol 4.1 with plugin auth. Not offered: TLS,
 /// compression, multi-statements, session tracking, query attributes (the
@@ -60,6 +61,21 @@ const OFFERED: u32 = CLIENT_FOUND_ROWS
 /// the "5.5.5-" prefix is what MariaDB itself sends for old clients.
 const SERVER_VERSION: &str = "5.5.5-10.11.0-MariaDB-redirector-admin";
 const VERSION_COMMENT: &str = concat!("redirector admin SQL ", env!("CARGO_PKG_VERSION"));
+/// Why an admin SQL connection ended badly.
+#[derive(Debug, thiserror::Error)]
+enum AdminConnError {
+    #[error("{0}")]
+    Packet(#[from] PacketIoError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("SSL requested")]
+    SslRequested,
+    #[error("access denied for '{0}'")]
+    AccessDenied(String),
+}
+
 /// Largest statement accepted (policy documents are the big ones).
 const MAX_PACKET: usize = 4 << 20;
 /// Admin connections served at once (each is cheap, but unbounded
@@ -103,17 +119,17 @@ impl Drop for SqlServer {
 
 /// Binds `admin.sql_address` and serves admin SQL in a background task
 /// until the returned handle is dropped.
-pub async fn start(shared: Arc<Shared>) -> Result<SqlServer, SqlError> {
-    let address = shared.config.admin.sql_address;
+pub async fn start(app: Arc<App>) -> Result<SqlServer, SqlError> {
+    let address = app.config.admin.sql_address;
     let bind_err = |error| SqlError::Bind { address, error };
     let listener = TcpListener::bind(address).await.map_err(bind_err)?;
     let local_addr = listener.local_addr().map_err(bind_err)?;
     tracing::info!(address = %local_addr, "admin SQL listening");
-    let task = tokio::spawn(accept_loop(listener, shared));
+    let task = tokio::spawn(accept_loop(listener, app));
     Ok(SqlServer { local_addr, task })
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, app: Arc<App>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let ids = AtomicU32::new(1);
     loop {
@@ -127,7 +143,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        let shared = shared.clone();
+        let app = app.clone();
         let permit = slots.clone().try_acquire_owned();
         tokio::spawn(async move {
             let mut io = PacketIo::new(stream);
@@ -136,7 +152,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 io.fail(0, &ErrPacket::too_many_connections()).await;
                 return;
             };
-            serve_connection(&shared, io, peer, id).await;
+            serve_connection(&app, io, peer, id).await;
         });
     }
 }
@@ -151,20 +167,15 @@ struct Conn {
     database: Option<String>,
 }
 
-async fn serve_connection(
-    shared: &Arc<Shared>,
-    mut io: PacketIo<TcpStream>,
-    peer: SocketAddr,
-    id: u32,
-) {
+async fn serve_connection(app: &Arc<App>, mut io: PacketIo<TcpStream>, peer: SocketAddr, id: u32) {
     let _ = io.io.set_nodelay(true);
-    let timeout = shared.config.listen.handshake_timeout;
-    let conn = match tokio::time::timeout(timeout, login(&shared.config.admin, &mut io, peer, id))
+    let timeout = app.config.listen.handshake_timeout;
+    let conn = match tokio::time::timeout(timeout, login(&app.config.admin, &mut io, peer, id))
         .await
     {
         Ok(Ok(conn)) => conn,
         // Port probes (health checks) connect and leave: not worth a line.
-        Ok(Err(SessionError::ClientClosed)) => {
+        Ok(Err(AdminConnError::Packet(PacketIoError::Closed))) => {
             tracing::debug!(client = %peer, "admin SQL client left before logging in");
             return;
         }
@@ -178,7 +189,7 @@ async fn serve_connection(
         }
     };
     tracing::info!(client = %peer, user = %conn.user, "admin SQL session started");
-    match command_loop(shared, &mut io, conn).await {
+    match command_loop(app, &mut io, conn).await {
         Ok(()) => tracing::debug!(client = %peer, "admin SQL session closed"),
         Err(e) => tracing::info!(client = %peer, error = %e, "admin SQL session ended"),
     }
@@ -192,7 +203,7 @@ async fn login(
     io: &mut PacketIo<TcpStream>,
     peer: SocketAddr,
     id: u32,
-) -> Result<Conn, SessionError> {
+) -> Result<Conn, AdminConnError> {
     let greeting = InitialHandshake::for_client(
         SERVER_VERSION,
         id,
@@ -214,7 +225,7 @@ async fn login(
                 "TLS is not available on the admin SQL port",
             );
             io.fail(seq, &err).await;
-            return Err(SessionError::Refused("SSL requested".into()));
+            return Err(AdminConnError::SslRequested);
         }
         Err(e) => {
             io.fail(seq, &ErrPacket::bad_handshake()).await;
@@ -236,10 +247,7 @@ async fn login(
         let host = peer.ip().to_string();
         let err = ErrPacket::access_denied(&response.user, &host, !auth.is_empty());
         io.fail(seq, &err).await;
-        return Err(SessionError::Refused(format!(
-            "access denied for '{}'",
-            response.user
-        )));
+        return Err(AdminConnError::AccessDenied(response.user));
     }
     let caps = response.capabilities & OFFERED;
     io.write(seq, &ok_payload(caps, 0, "")).await?;
@@ -256,10 +264,10 @@ async fn login(
 async fn read_or_reject(
     io: &mut PacketIo<TcpStream>,
     seq: u8,
-) -> Result<crate::protocol::Packet, SessionError> {
+) -> Result<crate::protocol::Packet, AdminConnError> {
     match io.read(MAX_PACKET).await {
         Ok(p) => Ok(p),
-        Err(SessionError::Protocol(e)) => {
+        Err(PacketIoError::Protocol(e)) => {
             let err = match e {
                 ProtocolError::PacketTooLarge { .. } => ErrPacket::packet_too_large(),
                 _ => ErrPacket::bad_handshake(),
@@ -267,7 +275,7 @@ async fn read_or_reject(
             io.fail(seq, &err).await;
             Err(e.into())
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -286,19 +294,19 @@ fn credentials_ok(admin: &AdminConfig, user: &str, auth: &[u8], scramble: &[u8])
 // ---- command phase ------------------------------------------------------------
 
 async fn command_loop(
-    shared: &Arc<Shared>,
+    app: &Arc<App>,
     io: &mut PacketIo<TcpStream>,
     mut conn: Conn,
-) -> Result<(), SessionError> {
+) -> Result<(), AdminConnError> {
     loop {
         let packet = match io.read(MAX_PACKET).await {
             Ok(p) => p,
-            Err(SessionError::ClientClosed) => return Ok(()),
-            Err(SessionError::Protocol(e @ ProtocolError::PacketTooLarge { .. })) => {
+            Err(PacketIoError::Closed) => return Ok(()),
+            Err(PacketIoError::Protocol(e @ ProtocolError::PacketTooLarge { .. })) => {
                 io.fail(1, &ErrPacket::packet_too_large()).await;
                 return Err(e.into());
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let seq = packet.seq.wrapping_add(1);
         let Some((&command, body)) = packet.payload.split_first() else {
@@ -314,7 +322,7 @@ async fn command_loop(
                 Reply::ok(0, "")
             }
             COM_QUERY => match std::str::from_utf8(body) {
-                Ok(sql) => execute(shared, &conn, sql).await,
+                Ok(sql) => execute(app, &conn, sql).await,
                 Err(_) => Reply::Err(ErrPacket::new(
                     er::ER_PARSE_ERROR,
                     er::SQLSTATE_SYNTAX_OR_ACCESS,
@@ -384,13 +392,13 @@ async fn send(io: &mut PacketIo<TcpStream>, seq: u8, payloads: &[Vec<u8>]) -> st
 
 // ---- statements ---------------------------------------------------------------
 
-async fn execute(shared: &Arc<Shared>, conn: &Conn, sql: &str) -> Reply {
+async fn execute(app: &Arc<App>, conn: &Conn, sql: &str) -> Reply {
     let stmt = match parse::parse(sql) {
         Ok(s) => s,
         Err(e) => return Reply::Err(syntax_error(&e)),
     };
     let result = match stmt {
-        Statement::Select(select) => return select_table(shared, &select),
+        Statement::Select(select) => return select_table(app, &select),
         Statement::SelectExprs { items, limit } => return select_exprs(conn, &items, limit),
         Statement::ShowTables => return Reply::Rows(show_tables()),
         Statement::Ignored => return Reply::ok(0, ""),
@@ -401,19 +409,19 @@ async fn execute(shared: &Arc<Shared>, conn: &Conn, sql: &str) -> Reply {
                 er::MSG_EMPTY_QUERY,
             ))
         }
-        Statement::Move(m) => move_sessions(shared, m).await,
-        Statement::Drain { server, opts } => drain(shared, &server, opts).await,
-        Statement::Undrain { server } => control::undrain(shared, &server)
+        Statement::Move(m) => move_sessions(app, m).await,
+        Statement::Drain { server, opts } => drain(app, &server, opts).await,
+        Statement::Undrain { server } => control::undrain(app, &server)
             .map(|()| Reply::ok(0, format!("server '{server}' accepts new sessions again"))),
-        Statement::Rebalance { wait } => rebalance(shared, wait).await,
+        Statement::Rebalance { wait } => rebalance(app, wait).await,
         Statement::AddServer {
             name,
             address,
             weight,
-        } => add_server(shared, &name, &address, weight).await,
-        Statement::RemoveServer { server, opts } => remove_server(shared, &server, opts).await,
+        } => add_server(app, &name, &address, weight).await,
+        Statement::RemoveServer { server, opts } => remove_server(app, &server, opts).await,
         Statement::SetPolicy(json) => {
-            control::set_policy(shared, &json).map(|doc| Reply::ok(0, policy_summary(&doc)))
+            control::set_policy(app, &json).map(|doc| Reply::ok(0, policy_summary(&doc)))
         }
     };
     // Only operations reach here: log each with its outcome.
@@ -429,28 +437,28 @@ async fn execute(shared: &Arc<Shared>, conn: &Conn, sql: &str) -> Reply {
     }
 }
 
-async fn move_sessions(shared: &Arc<Shared>, m: parse::MoveStmt) -> Result<Reply, ControlError> {
+async fn move_sessions(app: &Arc<App>, m: parse::MoveStmt) -> Result<Reply, ControlError> {
     let spec = MoveSpec {
         sessions: m.sessions,
         from: m.from,
         to: Some(m.to),
-        wait: control::wait_timeout(shared, m.opts.wait)?,
+        wait: control::wait_timeout(app, m.opts.wait)?,
         force: m.opts.force,
     };
-    let report = control::move_sessions(shared, &spec).await?;
+    let report = control::move_sessions(app, &spec).await?;
     Ok(Reply::moved(&report, report.summary()))
 }
 
-async fn drain(shared: &Arc<Shared>, server: &str, opts: WaitOpts) -> Result<Reply, ControlError> {
-    let wait = control::wait_timeout(shared, opts.wait)?;
-    let report = control::drain(shared, server, wait, opts.force).await?;
+async fn drain(app: &Arc<App>, server: &str, opts: WaitOpts) -> Result<Reply, ControlError> {
+    let wait = control::wait_timeout(app, opts.wait)?;
+    let report = control::drain(app, server, wait, opts.force).await?;
     let info = format!("server '{server}' drained: {}", report.summary());
     Ok(Reply::moved(&report, info))
 }
 
-async fn rebalance(shared: &Arc<Shared>, wait: Option<f64>) -> Result<Reply, ControlError> {
-    let wait = control::wait_timeout(shared, wait)?;
-    let report = control::rebalance(shared, wait).await?;
+async fn rebalance(app: &Arc<App>, wait: Option<f64>) -> Result<Reply, ControlError> {
+    let wait = control::wait_timeout(app, wait)?;
+    let report = control::rebalance(app, wait).await?;
     Ok(Reply::moved(
         &report,
         format!("rebalanced: {}", report.summary()),
@@ -458,12 +466,12 @@ async fn rebalance(shared: &Arc<Shared>, wait: Option<f64>) -> Result<Reply, Con
 }
 
 async fn add_server(
-    shared: &Arc<Shared>,
+    app: &Arc<App>,
     name: &str,
     address: &str,
     weight: Option<i64>,
 ) -> Result<Reply, ControlError> {
-    let row = control::add_server(shared, name, address, weight).await?;
+    let row = control::add_server(app, name, address, weight).await?;
     let info = format!(
         "server '{}' added at {} with weight {}",
         row.server_name, row.address, row.weight
@@ -472,12 +480,12 @@ async fn add_server(
 }
 
 async fn remove_server(
-    shared: &Arc<Shared>,
+    app: &Arc<App>,
     server: &str,
     opts: WaitOpts,
 ) -> Result<Reply, ControlError> {
-    let wait = control::wait_timeout(shared, opts.wait)?;
-    let report = control::remove_server(shared, server, wait, opts.force).await?;
+    let wait = control::wait_timeout(app, opts.wait)?;
+    let report = control::remove_server(app, server, wait, opts.force).await?;
     let info = format!("server '{server}' removed: {}", report.summary());
     Ok(Reply::moved(&report, info))
 }
@@ -498,11 +506,11 @@ fn policy_summary(doc: &PolicyDocument) -> String {
     )
 }
 
-fn select_table(shared: &Shared, select: &parse::Select) -> Reply {
+fn select_table(app: &App, select: &parse::Select) -> Reply {
     let base = match select.table.to_ascii_lowercase().as_str() {
-        "sessions" => table::sessions(&shared.sessions.snapshot()),
-        "servers" => table::servers(&control::server_rows(shared)),
-        "moves" => table::moves(&shared.moves.snapshot()),
+        "sessions" => table::sessions(&app.sessions.snapshot()),
+        "servers" => table::servers(&control::server_rows(app)),
+        "moves" => table::moves(&app.moves.snapshot()),
         _ => return Reply::Err(query_error(&QueryError::NoSuchTable(select.table.clone()))),
     };
     match table::query(base, select) {

@@ -1,6 +1,14 @@
 //! Errors of the protocol layer.
 
-use super::response::ErrPacket;
+/// ERR packet (its codec is in `response`; the type lives here so that
+/// [`ProtocolError::Server`] can carry it without a module cycle).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrPacket {
+    pub code: u16,
+    /// SQLSTATE (5 characters); absent from pre-4.1 ERR packets.
+    pub sql_state: Option<[u8; 5]>,
+    pub message: String,
+}
 
 /// Everything that can go wrong while framing or parsing MySQL packets.
 ///

@@ -631,6 +631,43 @@ impl BackendLogin {
     }
 }
 
+/// Greeting version when no backend has been seen yet. The "5.5.5-" prefix
+/// is what MariaDB itself sends, for old clients' version checks.
+pub const DEFAULT_SERVER_VERSION: &str = "5.5.5-10.11.0-MariaDB-redirector";
+
+/// What the redirector's own greeting advertises: the backends' version,
+/// and the capabilities both they and the relay support.
+#[derive(Debug, Clone)]
+pub struct GreetingTemplate {
+    pub server_version: String,
+    pub capabilities: u32,
+    pub collation: u8,
+}
+
+impl Default for GreetingTemplate {
+    fn default() -> Self {
+        Self {
+            server_version: DEFAULT_SERVER_VERSION.to_string(),
+            capabilities: RELAYABLE,
+            collation: super::constants::collation::UTF8MB4_GENERAL_CI,
+        }
+    }
+}
+
+impl GreetingTemplate {
+    /// Adopts a backend's greeting.
+    pub fn from_backend(g: &InitialHandshake) -> Self {
+        Self {
+            server_version: g.server_version.clone(),
+            capabilities: (g.capabilities & RELAYABLE)
+                | CLIENT_PROTOCOL_41
+                | CLIENT_SECURE_CONNECTION
+                | CLIENT_PLUGIN_AUTH,
+            collation: g.collation,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,8 @@ pub mod command;
 pub mod constants;
 pub mod error;
 pub mod handshake;
+#[cfg(feature = "daemon")]
+pub mod io;
 pub mod packet;
 pub mod response;
 pub mod wire;
@@ -22,8 +24,11 @@ pub use auth::{
 pub use error::ProtocolError;
 pub use handshake::{
     parse_client_hello, parse_native_auth_response, AuthSwitchRequest, BackendLogin,
-    BackendLoginParams, ClientHello, HandshakeResponse, InitialHandshake, LoginStep, SslRequest,
+    BackendLoginParams, ClientHello, GreetingTemplate, HandshakeResponse, InitialHandshake,
+    LoginStep, SslRequest, DEFAULT_SERVER_VERSION,
 };
+#[cfg(feature = "daemon")]
+pub use io::{PacketIo, PacketIoError};
 pub use packet::{
     check_logical, complete_prefix_len, frame_len, parse_logical, raw_packets, split_raw_packet,
     split_raw_packets, write_packet, Packet, PacketCodec, PacketHeader, RawPacket, RawPackets,

@@ -145,14 +145,7 @@ pub fn parse_session_state(block: &[u8]) -> Result<Vec<SessionStateChange>> {
     Ok(out)
 }
 
-/// ERR packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErrPacket {
-    pub code: u16,
-    /// SQLSTATE (5 characters); absent from pre-4.1 ERR packets.
-    pub sql_state: Option<[u8; 5]>,
-    pub message: String,
-}
+pub use super::error::ErrPacket;
 
 impl ErrPacket {
     pub fn new(code: u16, sql_state: &[u8; 5], message: impl Into<String>) -> Self {

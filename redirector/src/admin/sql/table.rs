@@ -7,8 +7,8 @@ use std::cmp::Ordering;
 
 use super::parse::{Literal, Select};
 use crate::admin::control::ServerRow;
-use crate::mover::MoveRecord;
 use crate::protocol::ColumnDefinition;
+use crate::session::MoveRecord;
 use crate::session::SessionSnapshot;
 
 /// What a column holds (decides its wire type and how values compare).
@@ -202,7 +202,7 @@ pub fn moves(records: &[MoveRecord]) -> Table {
                 Value::int(m.session_id),
                 Value::Text(m.from_server.clone()),
                 Value::Text(m.to_server.clone()),
-                Value::Text(m.result.to_string()),
+                Value::Text(m.result.as_str().to_string()),
                 Value::opt_text(m.reason.as_deref()),
                 // Milliseconds to the microsecond are plenty.
                 Value::Double((m.duration_ms * 1000.0).round() / 1000.0),

@@ -1,35 +1,30 @@
-//! The session mover: move sessions between servers, drain and rebalance.
+//! The session mover: orchestration only. Moves sessions between servers,
+//! drains and rebalances by asking each session, through its mailbox, to
+//! move (request + oneshot reply), waiting for the answer (with a timeout,
+//! optionally killing the running statement), and recording every outcome.
 //!
-//! A move is carried out by the session's own relay task, at a moment the
-//! session is idle and outside a transaction: the relay stops reading the
-//! client (HOLD), reads the state on the source connection
-//! ([`state::read_source`]), logs in to the target as the same user,
-//! rebuilds and verifies the state there ([`state::rebuild`]) and only then
-//! switches. This module asks for moves, waits for them (with a timeout,
-//! optionally killing the running statement), and keeps the move log.
+//! The move itself is carried out by the session's own task
+//! (`session::migrate`), at a moment the session is idle and outside a
+//! transaction.
 
-pub mod conn;
-pub mod state;
-
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::backend::{Backend, BackendError};
-use crate::metrics::{move_reason, move_result};
-use crate::policy::{plan_rebalance, Candidate, ServerLoad, SessionInfo};
-use crate::proxy::{login_backend, Shared};
-use crate::session::{MoveReply, MoveRequest, Session};
+use crate::app::App;
+use crate::backend::client::BackendConn;
+use crate::backend::{login, Backend, BackendError};
+use crate::metrics::{MoveReason, MoveResult};
+use crate::policy::{plan_rebalance, ServerLoad, SessionInfo};
+use crate::session::{MoveRecord, MoveRequest, Session};
 
 /// Wait for a session to become movable when the request names none.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
 /// After FORCE killed a statement, time allowed for the move to finish.
 const FORCE_GRACE: Duration = Duration::from_secs(10);
-/// Entries kept for `SELECT * FROM moves`.
-const MOVE_LOG_LEN: usize = 1000;
 /// How often draining servers are swept for sessions that can now move.
 const DRAIN_SWEEP: Duration = Duration::from_millis(500);
 
@@ -79,23 +74,6 @@ pub struct MoveSpec {
     pub force: bool,
 }
 
-/// How one session's move ended.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct MoveRecord {
-    pub session_id: u64,
-    pub from_server: String,
-    pub to_server: String,
-    /// `ok`, `timeout`, `not_movable` or `failed`.
-    pub result: &'static str,
-    /// Why it was asked for: `operator`, `drain`, `rebalance`.
-    pub requested_by: &'static str,
-    /// For a move that did not happen: why.
-    pub reason: Option<String>,
-    pub duration_ms: f64,
-    /// Unix time (seconds) when the move ended.
-    pub finished_at: f64,
-}
-
 /// The outcome of a request covering several sessions.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct MoveReport {
@@ -115,7 +93,7 @@ impl MoveReport {
                 format!(
                     "{} ({})",
                     r.session_id,
-                    r.reason.as_deref().unwrap_or(r.result)
+                    r.reason.as_deref().unwrap_or(r.result.as_str())
                 )
             })
             .collect::<Vec<_>>()
@@ -133,7 +111,7 @@ impl MoveReport {
     }
 
     fn push(&mut self, r: MoveRecord) {
-        if r.result == move_result::OK {
+        if r.result == MoveResult::Ok {
             self.moved.push(r)
         } else {
             self.not_moved.push(r)
@@ -141,78 +119,9 @@ impl MoveReport {
     }
 }
 
-/// Recent moves, newest last.
-#[derive(Debug, Default)]
-pub struct MoveLog {
-    entries: Mutex<VecDeque<MoveRecord>>,
-}
-
-impl MoveLog {
-    pub fn record(&self, r: MoveRecord) {
-        let mut e = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if e.len() == MOVE_LOG_LEN {
-            e.pop_front();
-        }
-        e.push_back(r);
-    }
-
-    pub fn snapshot(&self) -> Vec<MoveRecord> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
-    }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-/// Records a finished move in the log and the metrics (called by the relay
-/// for moves it carried out, by the mover for those that never started).
-pub fn record(shared: &Shared, r: MoveRecord) {
-    shared.metrics.record_move(
-        r.result,
-        r.requested_by,
-        Duration::from_secs_f64(r.duration_ms / 1000.0),
-    );
-    shared.moves.record(r);
-}
-
-/// A record for a move attempt that ended with `reply`.
-pub fn record_for(
-    session: &Session,
-    from: &str,
-    to: &str,
-    requested_by: &'static str,
-    reply: &MoveReply,
-    started: Instant,
-) -> MoveRecord {
-    let (result, reason) = match reply {
-        MoveReply::Moved { .. } => (move_result::OK, None),
-        MoveReply::NotMovable(r) => (move_result::NOT_MOVABLE, Some(r.clone())),
-        MoveReply::Failed(r) => (move_result::FAILED, Some(r.clone())),
-    };
-    MoveRecord {
-        session_id: session.id,
-        from_server: from.to_string(),
-        to_server: to.to_string(),
-        result,
-        requested_by,
-        reason,
-        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-        finished_at: unix_now(),
-    }
-}
-
 /// Checks that `name` can take sessions now.
-fn usable_target(shared: &Shared, name: &str) -> Result<Arc<Backend>, MoverError> {
-    let b = shared
+fn usable_target(app: &App, name: &str) -> Result<Arc<Backend>, MoverError> {
+    let b = app
         .backends
         .get(name)
         .map_err(|_| MoverError::UnknownServer(name.to_string()))?;
@@ -229,23 +138,22 @@ fn usable_target(shared: &Shared, name: &str) -> Result<Arc<Backend>, MoverError
 /// not. Errors only for a bad request; sessions that did not move are in
 /// the report's `not_moved`.
 pub async fn move_sessions(
-    shared: &Arc<Shared>,
+    app: &Arc<App>,
     spec: &MoveSpec,
-    requested_by: &'static str,
+    requested_by: MoveReason,
 ) -> Result<MoveReport, MoverError> {
     if let Some(from) = &spec.from {
-        shared
-            .backends
+        app.backends
             .get(from)
             .map_err(|_| MoverError::UnknownServer(from.clone()))?;
     }
     if let Some(to) = &spec.to {
-        usable_target(shared, to)?;
+        usable_target(app, to)?;
     }
     let in_scope = |s: &Arc<Session>| spec.from.as_ref().is_none_or(|f| s.server() == *f);
     let sessions: Vec<Arc<Session>> = match &spec.sessions {
         Selection::Ids(ids) => {
-            let found: Vec<_> = ids.iter().map(|&i| (i, shared.sessions.get(i))).collect();
+            let found: Vec<_> = ids.iter().map(|&i| (i, app.sessions.get(i))).collect();
             let missing: Vec<u64> = found
                 .iter()
                 .filter(|(_, s)| s.is_none())
@@ -256,8 +164,8 @@ pub async fn move_sessions(
             }
             found.into_iter().filter_map(|(_, s)| s).collect()
         }
-        Selection::All => shared.sessions.all().into_iter().filter(in_scope).collect(),
-        Selection::AllInactive => shared
+        Selection::All => app.sessions.all().into_iter().filter(in_scope).collect(),
+        Selection::AllInactive => app
             .sessions
             .all()
             .into_iter()
@@ -268,14 +176,14 @@ pub async fn move_sessions(
             })
             .collect(),
     };
-    let plan = assign_targets(shared, &sessions, spec.to.as_deref())?;
-    Ok(run_moves(shared, plan, spec.wait, spec.force, requested_by, None).await)
+    let plan = assign_targets(app, &sessions, spec.to.as_deref())?;
+    Ok(run_moves(app, plan, spec.wait, spec.force, requested_by, None).await)
 }
 
 /// Pairs each session with its target: the named one, or the policy's
 /// choice counting the sessions already assigned in this request.
 fn assign_targets(
-    shared: &Shared,
+    app: &App,
     sessions: &[Arc<Session>],
     to: Option<&str>,
 ) -> Result<Vec<(Arc<Session>, String)>, MoverError> {
@@ -285,25 +193,13 @@ fn assign_targets(
             .map(|s| (s.clone(), to.to_string()))
             .collect());
     }
-    let backends = shared.backends.all();
-    let mut counts = shared.sessions.count_by_server();
+    let backends = app.backends.all();
+    let mut counts = app.sessions.count_by_server();
     let mut out = Vec::with_capacity(sessions.len());
     for s in sessions {
         let current = s.server();
-        let candidates: Vec<Candidate<'_>> = backends
-            .iter()
-            .map(|b| Candidate {
-                name: &b.name,
-                sessions: counts.get(&b.name).copied().unwrap_or(0),
-                eligible: b.accepts_new_sessions() && b.name != current,
-            })
-            .collect();
-        let order = shared
-            .placement
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .order(&candidates);
-        let Some(target) = order.first().and_then(|&i| backends.get(i)) else {
+        let order = app.routing.order(&backends, &counts, Some(&current));
+        let Some(target) = order.first() else {
             return Err(MoverError::NoTarget);
         };
         *counts.entry(target.name.clone()).or_insert(0) += 1;
@@ -318,11 +214,11 @@ fn assign_targets(
 /// Runs the moves concurrently (or at most `rate` per second), waiting for
 /// each.
 async fn run_moves(
-    shared: &Arc<Shared>,
+    app: &Arc<App>,
     plan: Vec<(Arc<Session>, String)>,
     wait: Duration,
     force: bool,
-    requested_by: &'static str,
+    requested_by: MoveReason,
     rate: Option<u32>,
 ) -> MoveReport {
     let mut tasks = tokio::task::JoinSet::new();
@@ -334,10 +230,8 @@ async fn run_moves(
         if let Some(t) = ticker.as_mut() {
             t.tick().await;
         }
-        let shared = shared.clone();
-        tasks.spawn(
-            async move { move_one(&shared, &session, &to, wait, force, requested_by).await },
-        );
+        let app = app.clone();
+        tasks.spawn(async move { move_one(&app, &session, &to, wait, force, requested_by).await });
     }
     let mut report = MoveReport::default();
     while let Some(r) = tasks.join_next().await {
@@ -352,56 +246,46 @@ async fn run_moves(
 
 /// Asks one session's relay to move it and waits for the answer.
 pub async fn move_one(
-    shared: &Arc<Shared>,
+    app: &Arc<App>,
     session: &Arc<Session>,
     to: &str,
     wait: Duration,
     force: bool,
-    requested_by: &'static str,
+    requested_by: MoveReason,
 ) -> MoveRecord {
-    move_one_logged(shared, session, to, wait, force, requested_by, true).await
+    move_one_logged(app, session, to, wait, force, requested_by, true).await
 }
 
 /// `log_timeout = false` for the drain sweep's repeated short attempts,
 /// which would otherwise fill the log with timeouts of busy sessions.
 async fn move_one_logged(
-    shared: &Arc<Shared>,
+    app: &Arc<App>,
     session: &Arc<Session>,
     to: &str,
     wait: Duration,
     force: bool,
-    requested_by: &'static str,
+    requested_by: MoveReason,
     log_timeout: bool,
 ) -> MoveRecord {
     let started = Instant::now();
     let from = session.server();
-    let finish = |result: &'static str, reason: String| {
-        let r = MoveRecord {
-            session_id: session.id,
-            from_server: from.clone(),
-            to_server: to.to_string(),
-            result,
-            requested_by,
-            reason: Some(reason),
-            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-            finished_at: unix_now(),
-        };
-        if log_timeout || result != move_result::TIMEOUT {
-            record(shared, r.clone());
+    let finish = |outcome: (MoveResult, Option<String>)| {
+        let r = MoveRecord::new(session.id, &from, to, requested_by, outcome, started);
+        if log_timeout || r.result != MoveResult::Timeout {
+            app.moves.record(r.clone());
         }
         r
     };
     if from == to {
-        return MoveRecord {
-            session_id: session.id,
-            from_server: from.clone(),
-            to_server: to.to_string(),
-            result: move_result::OK,
+        // Nothing to do, and nothing to log.
+        return MoveRecord::new(
+            session.id,
+            &from,
+            to,
             requested_by,
-            reason: Some("already on the target".into()),
-            duration_ms: 0.0,
-            finished_at: unix_now(),
-        };
+            (MoveResult::Ok, Some("already on the target".into())),
+            started,
+        );
     }
     let (tx, mut rx) = oneshot::channel();
     session.request_move(MoveRequest {
@@ -412,23 +296,22 @@ async fn move_one_logged(
     let reply = match tokio::time::timeout(wait, &mut rx).await {
         Ok(r) => r,
         Err(_) if force => {
-            if let Err(e) = kill_query(shared, session).await {
-                return finish(move_result::FAILED, format!("FORCE could not kill: {e}"));
+            if let Err(e) = kill_query(app, session).await {
+                return finish((
+                    MoveResult::Failed,
+                    Some(format!("FORCE could not kill: {e}")),
+                ));
             }
             match tokio::time::timeout(FORCE_GRACE, &mut rx).await {
                 Ok(r) => r,
-                Err(_) => return finish(move_result::TIMEOUT, busy_reason(session)),
+                Err(_) => return finish((MoveResult::Timeout, Some(busy_reason(session)))),
             }
         }
-        Err(_) => return finish(move_result::TIMEOUT, busy_reason(session)),
+        Err(_) => return finish((MoveResult::Timeout, Some(busy_reason(session)))),
     };
     match reply {
-        Ok(MoveReply::Failed(why)) if why == crate::session::SUPERSEDED => {
-            finish(move_result::FAILED, why)
-        }
-        // The relay recorded the attempt itself.
-        Ok(reply) => record_for(session, &from, to, requested_by, &reply, started),
-        Err(_) => finish(move_result::FAILED, "session ended".into()),
+        Ok(reply) => finish(reply.outcome()),
+        Err(_) => finish((MoveResult::Failed, Some("session ended".into()))),
     }
 }
 
@@ -440,24 +323,41 @@ fn busy_reason(session: &Session) -> String {
     }
 }
 
+/// Why FORCE could not kill a session's statement.
+#[derive(Debug, thiserror::Error)]
+pub enum KillError {
+    #[error("the session has not finished logging in")]
+    NotLoggedIn,
+    #[error("{0}")]
+    Server(#[from] BackendError),
+    #[error("login for KILL on {server}: {source}")]
+    Login {
+        server: String,
+        #[source]
+        source: login::LoginTimeout,
+    },
+    #[error("KILL QUERY on {server}: {source}")]
+    Kill {
+        server: String,
+        #[source]
+        source: crate::backend::client::ConnError,
+    },
+}
+
 /// FORCE: kills the statement the session is running, on its backend, by
 /// logging in as the session's own user (who may kill its own threads).
-async fn kill_query(shared: &Shared, session: &Session) -> Result<(), String> {
-    let mut params = session
-        .login_params()
-        .ok_or("the session has not finished logging in")?;
+async fn kill_query(app: &App, session: &Session) -> Result<(), KillError> {
+    let mut params = session.login_params().ok_or(KillError::NotLoggedIn)?;
     params.database = None;
-    let backend = shared
-        .backends
-        .get(&session.server())
-        .map_err(|e| e.to_string())?;
+    let backend = app.backends.get(&session.server())?;
     let thread = session.backend_thread();
-    let (stream, login, _) =
-        tokio::time::timeout(Duration::from_secs(5), login_backend(&backend, params))
-            .await
-            .map_err(|_| "login for KILL timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-    let mut c = conn::BackendConn::new(stream, login.capabilities());
+    let l = login::login_within(&backend, params, Duration::from_secs(5))
+        .await
+        .map_err(|source| KillError::Login {
+            server: backend.name.clone(),
+            source,
+        })?;
+    let mut c = BackendConn::new(l.stream, l.login.capabilities());
     let r = c.query(&format!("KILL QUERY {thread}")).await;
     c.quit().await;
     tracing::info!(
@@ -469,7 +369,10 @@ async fn kill_query(shared: &Shared, session: &Session) -> Result<(), String> {
     match r {
         Ok(_) => Ok(()),
         Err(e) if e.server_code() == Some(1094) => Ok(()),
-        Err(e) => Err(e.to_string()),
+        Err(source) => Err(KillError::Kill {
+            server: backend.name.clone(),
+            source,
+        }),
     }
 }
 
@@ -477,26 +380,26 @@ async fn kill_query(shared: &Shared, session: &Session) -> Result<(), String> {
 /// others by policy. Sessions that do not move within `wait` are named in
 /// the error; the background sweep keeps moving them as they become able.
 pub async fn drain(
-    shared: &Arc<Shared>,
+    app: &Arc<App>,
     server: &str,
     wait: Duration,
     force: bool,
 ) -> Result<MoveReport, MoverError> {
-    let b = shared
+    let b = app
         .backends
         .get(server)
         .map_err(|_| MoverError::UnknownServer(server.to_string()))?;
     b.set_draining(true);
     tracing::info!(server, "draining");
-    let sessions = sessions_on(shared, server);
-    let plan = assign_targets(shared, &sessions, None)?;
-    run_moves(shared, plan, wait, force, move_reason::DRAIN, None)
+    let sessions = sessions_on(app, server);
+    let plan = assign_targets(app, &sessions, None)?;
+    run_moves(app, plan, wait, force, MoveReason::Drain, None)
         .await
         .all_moved()
 }
 
-pub fn undrain(shared: &Shared, server: &str) -> Result<(), MoverError> {
-    let b = shared
+pub fn undrain(app: &App, server: &str) -> Result<(), MoverError> {
+    let b = app
         .backends
         .get(server)
         .map_err(|_| MoverError::UnknownServer(server.to_string()))?;
@@ -505,9 +408,8 @@ pub fn undrain(shared: &Shared, server: &str) -> Result<(), MoverError> {
     Ok(())
 }
 
-fn sessions_on(shared: &Shared, server: &str) -> Vec<Arc<Session>> {
-    shared
-        .sessions
+fn sessions_on(app: &App, server: &str) -> Vec<Arc<Session>> {
+    app.sessions
         .all()
         .into_iter()
         .filter(|s| s.server() == server)
@@ -517,22 +419,14 @@ fn sessions_on(shared: &Shared, server: &str) -> Vec<Arc<Session>> {
 /// Spreads sessions over the non-draining servers by the policy's weights,
 /// moving as few as possible, at most `rate` per second.
 pub async fn rebalance(
-    shared: &Arc<Shared>,
+    app: &Arc<App>,
     wait: Duration,
     rate: u32,
 ) -> Result<MoveReport, MoverError> {
-    let sessions = shared.sessions.all();
-    let weights: BTreeMap<String, u32> = {
-        let placement = shared.placement.read().unwrap_or_else(|e| e.into_inner());
-        let uses_weights = placement.policy().uses_weights();
-        placement
-            .members()
-            .iter()
-            .map(|m| (m.name.clone(), if uses_weights { m.weight } else { 1 }))
-            .collect()
-    };
+    let sessions = app.sessions.all();
+    let weights: BTreeMap<String, u32> = app.routing.rebalance_weights();
     let mut loads: Vec<ServerLoad> = Vec::new();
-    for b in shared.backends.all() {
+    for b in app.backends.all() {
         let on: Vec<SessionInfo> = sessions
             .iter()
             .filter(|s| s.server() == b.name)
@@ -567,30 +461,22 @@ pub async fn rebalance(
         .filter_map(|m| by_id.get(&m.session).map(|s| (s.clone(), m.to.clone())))
         .collect();
     tracing::info!(moves = moves.len(), "rebalance planned");
-    Ok(run_moves(
-        shared,
-        moves,
-        wait,
-        false,
-        move_reason::REBALANCE,
-        Some(rate),
-    )
-    .await)
+    Ok(run_moves(app, moves, wait, false, MoveReason::Rebalance, Some(rate)).await)
 }
 
 /// Drains `server`, then forgets it. Fails (the server stays, draining)
 /// if sessions are left after `wait`.
 pub async fn remove_server(
-    shared: &Arc<Shared>,
+    app: &Arc<App>,
     server: &str,
     wait: Duration,
     force: bool,
 ) -> Result<MoveReport, MoverError> {
-    let report = drain(shared, server, wait, force).await?;
-    if !sessions_on(shared, server).is_empty() {
+    let report = drain(app, server, wait, force).await?;
+    if !sessions_on(app, server).is_empty() {
         return Err(MoverError::NotAllMoved(report));
     }
-    shared.backends.remove(server).map_err(|e| match e {
+    app.backends.remove(server).map_err(|e| match e {
         BackendError::Unknown(n) => MoverError::UnknownServer(n),
         BackendError::Exists(n) => MoverError::ServerExists(n),
     })?;
@@ -600,34 +486,34 @@ pub async fn remove_server(
 
 /// Keeps moving sessions off draining servers as they become able (the
 /// drain command itself may have timed out on busy sessions).
-pub async fn drain_sweep(shared: Arc<Shared>) {
+pub async fn drain_sweep(app: Arc<App>) {
     let mut tick = tokio::time::interval(DRAIN_SWEEP);
     loop {
         tick.tick().await;
-        for b in shared.backends.all() {
+        for b in app.backends.all() {
             if !b.is_draining() {
                 continue;
             }
-            let waiting: Vec<Arc<Session>> = sessions_on(&shared, &b.name)
+            let waiting: Vec<Arc<Session>> = sessions_on(&app, &b.name)
                 .into_iter()
                 .filter(|s| !s.has_pending_move())
                 .collect();
             if waiting.is_empty() {
                 continue;
             }
-            let Ok(plan) = assign_targets(&shared, &waiting, None) else {
+            let Ok(plan) = assign_targets(&app, &waiting, None) else {
                 continue;
             };
             for (s, to) in plan {
-                let shared = shared.clone();
+                let app = app.clone();
                 tokio::spawn(async move {
                     move_one_logged(
-                        &shared,
+                        &app,
                         &s,
                         &to,
                         DRAIN_SWEEP * 4,
                         false,
-                        move_reason::DRAIN,
+                        MoveReason::Drain,
                         false,
                     )
                     .await

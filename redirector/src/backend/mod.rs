@@ -1,5 +1,12 @@
 //! Backend servers: the configured set (changeable at runtime), their
-//! administrative state (active / draining) and health.
+//! administrative state (active / draining) and health; which server a
+//! session goes to ([`routing`]); logging in there as the client's user
+//! ([`login`]); and a small client over a session's own connection
+//! ([`client`]).
+
+pub mod client;
+pub mod login;
+pub mod routing;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

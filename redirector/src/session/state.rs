@@ -7,11 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::conn::{BackendConn, ConnError, Row};
+use super::error::{MoveError, NotMovable, StateError};
+use crate::backend::client::{BackendConn, ConnError, Row};
 
 /// Session-only variables worth carrying when they differ from their
 /// default. The rest of that scope are per-connection facts (thread id,
@@ -26,21 +28,11 @@ const SESSION_ONLY_CARRIED: &[(&str, &str)] = &[
     ("TIMESTAMP", ""),
 ];
 
-/// Why a move cannot go ahead (the session stays where it is).
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    /// State that cannot be carried over; shown as the session's reason.
-    #[error("{0}")]
-    NotMovable(String),
-    /// Reading or rebuilding failed.
-    #[error("{0}")]
-    Failed(String),
-}
-
-impl StateError {
-    fn read(what: &str, e: ConnError) -> Self {
-        StateError::NotMovable(format!("state could not be read ({what}: {e})"))
-    }
+fn unreadable(what: &'static str, e: ConnError) -> StateError {
+    StateError::NotMovable(NotMovable::StateUnreadable {
+        what,
+        source: Arc::new(e),
+    })
 }
 
 /// A system variable as read from the source.
@@ -61,9 +53,10 @@ pub struct UserVariable {
     pub charset: String,
 }
 
-/// The state that makes up a session, as far as the client can tell.
+/// The state that makes up a session, as far as the client can tell: read
+/// on the source, rebuilt and read back on the target.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SessionState {
+pub struct CapturedState {
     pub schema: Option<String>,
     pub variables: Vec<Variable>,
     /// The carried variables as `SELECT @@SESSION.name` shows them: what
@@ -84,7 +77,7 @@ pub struct Hints {
     pub unnamed_temp_table: bool,
     /// Locks the session may hold: set when GET_LOCK / LOCK TABLES is seen,
     /// made exact or cleared by the mover's check.
-    pub locks: Option<String>,
+    pub locks: Option<NotMovable>,
     /// Inside XA START … XA COMMIT/ROLLBACK.
     pub xa: bool,
     /// Names of SQL-level prepared statements (PREPARE name FROM …): their
@@ -125,7 +118,7 @@ impl Hints {
             self.xa = false;
         }
         if text.contains("get_lock") || starts(&["lock", "table"]) || starts(&["lock", "tables"]) {
-            self.locks = Some("may hold a GET_LOCK or LOCK TABLES lock".into());
+            self.locks = Some(NotMovable::MayHoldLock);
         }
         if starts(&["drop"]) && !self.temp_tables.is_empty() {
             // DROP [TEMPORARY] TABLE[S] [IF EXISTS] a, b
@@ -166,15 +159,15 @@ impl Hints {
     }
 
     /// What the hints say stops a move (shown per session).
-    pub fn reason(&self) -> Option<String> {
+    pub fn reason(&self) -> Option<NotMovable> {
         if self.xa {
-            Some("XA transaction".into())
+            Some(NotMovable::Xa)
         } else if let Some(t) = self.temp_tables.first() {
-            Some(format!("temporary table {t}"))
+            Some(NotMovable::TempTable(Some(t.clone())))
         } else if self.unnamed_temp_table {
-            Some("temporary table".into())
+            Some(NotMovable::TempTable(None))
         } else if let Some(name) = self.sql_prepared.first() {
-            Some(format!("SQL prepared statement {name}"))
+            Some(NotMovable::SqlPrepared(name.clone()))
         } else {
             self.locks.clone()
         }
@@ -235,9 +228,9 @@ pub async fn read_source<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut BackendConn<S>,
     hints: &mut Hints,
     now_unix: f64,
-) -> Result<SessionState, StateError> {
+) -> Result<CapturedState, StateError> {
     if hints.xa {
-        return Err(StateError::NotMovable("XA transaction".into()));
+        return Err(NotMovable::Xa.into());
     }
     // Locks: the metadata_lock_info plugin lists them per connection.
     match conn
@@ -251,27 +244,25 @@ pub async fn read_source<S: AsyncRead + AsyncWrite + Unpin>(
             if let Some(row) = r.rows.first() {
                 let kind = col(row, 0).unwrap_or_default();
                 let reason = if kind.eq_ignore_ascii_case("User lock") {
-                    "GET_LOCK lock held"
+                    NotMovable::UserLock
                 } else {
-                    "LOCK TABLES in effect"
+                    NotMovable::TableLock
                 };
-                hints.locks = Some(reason.into());
-                return Err(StateError::NotMovable(reason.into()));
+                hints.locks = Some(reason.clone());
+                return Err(reason.into());
             }
             hints.locks = None;
         }
         // 1109: unknown table, the plugin is not installed.
         Err(e) if e.server_code() == Some(1109) => {
             if let Some(l) = &hints.locks {
-                return Err(StateError::NotMovable(format!(
-                    "{l} (install the metadata_lock_info plugin to check)"
-                )));
+                return Err(NotMovable::LockUnchecked(Box::new(l.clone())).into());
             }
         }
-        Err(e) => return Err(StateError::read("locks", e)),
+        Err(e) => return Err(unreadable("locks", e)),
     }
     if hints.unnamed_temp_table {
-        return Err(StateError::NotMovable("temporary table".into()));
+        return Err(NotMovable::TempTable(None).into());
     }
     let mut gone = Vec::new();
     for name in &hints.temp_tables {
@@ -283,16 +274,18 @@ pub async fn read_source<S: AsyncRead + AsyncWrite + Unpin>(
                     .and_then(|row| col(row, 1))
                     .unwrap_or_default();
                 if create.starts_with("CREATE TEMPORARY TABLE") {
-                    return Err(StateError::NotMovable(format!("temporary table {name}")));
+                    return Err(NotMovable::TempTable(Some(name.clone())).into());
                 }
                 gone.push(name.clone());
             }
             // 1146: no such table (dropped); 1049: its database is gone.
             Err(e) if matches!(e.server_code(), Some(1146 | 1049)) => gone.push(name.clone()),
             Err(e) => {
-                return Err(StateError::NotMovable(format!(
-                    "temporary table {name} (could not check: {e})"
-                )))
+                return Err(NotMovable::TempTableUnchecked {
+                    name: name.clone(),
+                    source: Arc::new(e),
+                }
+                .into())
             }
         }
     }
@@ -300,16 +293,14 @@ pub async fn read_source<S: AsyncRead + AsyncWrite + Unpin>(
         hints.temp_tables.remove(&g);
     }
     if let Some(name) = hints.sql_prepared.first() {
-        return Err(StateError::NotMovable(format!(
-            "SQL prepared statement {name}"
-        )));
+        return Err(NotMovable::SqlPrepared(name.clone()).into());
     }
     let variables = read_variables(conn, now_unix).await?;
     let (schema, checks) = read_checks(conn, &variables)
         .await
-        .map_err(|e| StateError::read("schema and variables", e))?;
+        .map_err(|e| unreadable("schema and variables", e))?;
     let user_variables = read_user_variables(conn).await?;
-    Ok(SessionState {
+    Ok(CapturedState {
         schema,
         variables,
         checks,
@@ -356,7 +347,7 @@ async fn read_variables<S: AsyncRead + AsyncWrite + Unpin>(
     let r = conn
         .query(&sql)
         .await
-        .map_err(|e| StateError::read("session variables", e))?;
+        .map_err(|e| unreadable("session variables", e))?;
     let mut out = Vec::new();
     for row in &r.rows {
         let (Some(name), value, Some(kind)) = (col(row, 0), col(row, 1), col(row, 2)) else {
@@ -391,7 +382,7 @@ async fn read_user_variables<S: AsyncRead + AsyncWrite + Unpin>(
              FROM information_schema.USER_VARIABLES ORDER BY VARIABLE_NAME",
         )
         .await
-        .map_err(|e| StateError::read("user variables", e))?;
+        .map_err(|e| unreadable("user variables", e))?;
     let mut vars: Vec<UserVariable> = r
         .rows
         .iter()
@@ -424,7 +415,7 @@ async fn read_user_variables<S: AsyncRead + AsyncWrite + Unpin>(
         let r = conn
             .query(&sql)
             .await
-            .map_err(|e| StateError::read("user variable values", e))?;
+            .map_err(|e| unreadable("user variable values", e))?;
         let row = r.rows.first().cloned().unwrap_or_default();
         for (k, &i) in strings.iter().enumerate() {
             let bytes = row
@@ -432,16 +423,14 @@ async fn read_user_variables<S: AsyncRead + AsyncWrite + Unpin>(
                 .cloned()
                 .flatten()
                 .and_then(|h| unhex(&h))
-                .ok_or_else(|| {
-                    StateError::NotMovable("state could not be read (user variable value)".into())
-                })?;
+                .ok_or(NotMovable::UserVariableValue)?;
             vars[i].value = Some(bytes);
         }
     }
     Ok(vars)
 }
 
-impl SessionState {
+impl CapturedState {
     /// The SET statement that rebuilds variables and user variables on a
     /// fresh connection (None if there is nothing to set). Values go as
     /// numbers or hex literals, so no escaping rule (sql_mode
@@ -454,10 +443,11 @@ impl SessionState {
                 None => "NULL".to_string(),
                 Some(s) if is_numeric_kind(&v.kind) => {
                     if !is_number(s) {
-                        return Err(StateError::NotMovable(format!(
-                            "state could not be read (variable {} = {s:?})",
-                            v.name
-                        )));
+                        return Err(NotMovable::VariableValue {
+                            name: v.name.clone(),
+                            value: s.clone(),
+                        }
+                        .into());
                     }
                     s.clone()
                 }
@@ -477,10 +467,11 @@ impl SessionState {
                             format!("_{} X'{}'", u.charset, hex(b))
                         }
                         _ => {
-                            return Err(StateError::NotMovable(format!(
-                                "user variable @{} of type {} cannot be carried",
-                                u.name, u.kind
-                            )))
+                            return Err(NotMovable::UserVariableType {
+                                name: u.name.clone(),
+                                kind: u.kind.clone(),
+                            }
+                            .into())
                         }
                     }
                 }
@@ -513,7 +504,7 @@ impl SessionState {
     }
 
     /// The first difference from `other`, for the move log.
-    pub fn first_difference(&self, other: &SessionState) -> String {
+    pub fn first_difference(&self, other: &CapturedState) -> String {
         if self.schema != other.schema {
             return format!("schema {:?} vs {:?}", self.schema, other.schema);
         }
@@ -541,38 +532,46 @@ fn is_numeric_kind(kind: &str) -> bool {
     kind.contains("INT") || kind == "DOUBLE" || kind == "DECIMAL"
 }
 
-/// Rebuilds `state` on the target (already logged in with the schema) and
-/// re-prepares `statements` (client id → (SQL, parameter count)). Returns
-/// the target's state as read back, for verification, and the statements'
-/// new server ids.
+/// Rebuilds `state` on the target `server` (logged in without a schema)
+/// and re-prepares `statements` (client id → (SQL, parameter count)).
+/// Returns the target's state as read back, for verification, and the
+/// statements' new server ids.
 pub async fn rebuild<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut BackendConn<S>,
-    state: &SessionState,
+    server: &str,
+    state: &CapturedState,
     statements: &BTreeMap<u32, (Vec<u8>, u16)>,
-) -> Result<(SessionState, BTreeMap<u32, (u32, u16)>), StateError> {
+) -> Result<(CapturedState, BTreeMap<u32, (u32, u16)>), StateError> {
     // Logged in without a schema (the login ran while the source was still
     // being read): select it first, statements are prepared in it.
     if let Some(schema) = &state.schema {
-        conn.init_db(schema).await.map_err(|e| {
-            StateError::Failed(format!(
-                "schema {schema:?} could not be selected on the target: {e}"
-            ))
-        })?;
+        conn.init_db(schema)
+            .await
+            .map_err(|source| MoveError::Schema {
+                schema: schema.clone(),
+                server: server.to_string(),
+                source,
+            })?;
     }
-    let prepared = reprepare(conn, statements).await?;
+    let prepared = reprepare(conn, server, statements).await?;
     if let Some(set) = state.set_statement()? {
-        conn.query(&set).await.map_err(|e| {
-            StateError::Failed(format!("state could not be applied on the target: {e}"))
+        conn.query(&set).await.map_err(|source| MoveError::Apply {
+            server: server.to_string(),
+            source,
         })?;
     }
     let (schema, checks) = read_checks(conn, &state.variables)
         .await
-        .map_err(|e| StateError::Failed(format!("target state could not be read: {e}")))?;
-    let user_variables = read_user_variables(conn)
-        .await
-        .map_err(|e| StateError::Failed(format!("target {e}")))?;
+        .map_err(|source| MoveError::ReadTarget {
+            server: server.to_string(),
+            source,
+        })?;
+    let user_variables = read_user_variables(conn).await.map_err(|e| match e {
+        StateError::NotMovable(n) => StateError::Failed(MoveError::ReadTargetState(n)),
+        other => other,
+    })?;
     Ok((
-        SessionState {
+        CapturedState {
             schema,
             variables: Vec::new(),
             checks,
@@ -589,20 +588,25 @@ pub async fn rebuild<S: AsyncRead + AsyncWrite + Unpin>(
 /// id, parameter count).
 async fn reprepare<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut BackendConn<S>,
+    server: &str,
     statements: &BTreeMap<u32, (Vec<u8>, u16)>,
-) -> Result<BTreeMap<u32, (u32, u16)>, StateError> {
+) -> Result<BTreeMap<u32, (u32, u16)>, MoveError> {
     let mut out = BTreeMap::new();
     for (&client_id, (sql, params)) in statements {
-        let p = conn.prepare(sql).await.map_err(|e| {
-            StateError::Failed(format!(
-                "statement {client_id} could not be prepared on the target: {e}"
-            ))
-        })?;
+        let p = conn
+            .prepare(sql)
+            .await
+            .map_err(|source| MoveError::Prepare {
+                id: client_id,
+                server: server.to_string(),
+                source,
+            })?;
         if p.params != *params {
-            return Err(StateError::Failed(format!(
-                "statement {client_id} has {} parameters on the target, {params} on the source",
-                p.params
-            )));
+            return Err(MoveError::ParamCount {
+                id: client_id,
+                target: p.params,
+                source_params: *params,
+            });
         }
         out.insert(client_id, (p.id, p.params));
     }
@@ -624,14 +628,23 @@ mod tests {
             vec!["`db`.`t2`".to_string(), "t1".to_string()]
         );
         assert!(h.locks.is_none() && !h.xa && !h.unnamed_temp_table);
-        assert_eq!(h.reason().as_deref(), Some("temporary table `db`.`t2`"));
+        assert_eq!(
+            h.reason().map(|r| r.to_string()).as_deref(),
+            Some("temporary table `db`.`t2`")
+        );
         h.observe_query(b"DROP TEMPORARY TABLE IF EXISTS `db`.`t2`");
-        assert_eq!(h.reason().as_deref(), Some("temporary table t1"));
+        assert_eq!(
+            h.reason().map(|r| r.to_string()).as_deref(),
+            Some("temporary table t1")
+        );
         h.observe_query(b"SELECT GET_LOCK('x', 1)");
         assert!(h.locks.is_some());
         let mut ps = Hints::default();
         ps.observe_query(b"PREPARE s1 FROM 'SELECT 1'");
-        assert_eq!(ps.reason().as_deref(), Some("SQL prepared statement s1"));
+        assert_eq!(
+            ps.reason().map(|r| r.to_string()).as_deref(),
+            Some("SQL prepared statement s1")
+        );
         ps.observe_query(b"DEALLOCATE PREPARE s1");
         assert!(ps.reason().is_none());
         let mut multi = Hints::default();
@@ -649,7 +662,7 @@ mod tests {
 
     #[test]
     fn set_statement_uses_literals_that_survive_any_sql_mode() {
-        let s = SessionState {
+        let s = CapturedState {
             schema: Some("test".into()),
             checks: Vec::new(),
             variables: vec![
@@ -702,7 +715,7 @@ mod tests {
             set.contains("@@SESSION.`SORT_BUFFER_SIZE` = 1048576"),
             "{set}"
         );
-        let bad = SessionState {
+        let bad = CapturedState {
             variables: vec![Variable {
                 name: "X".into(),
                 value: Some("1; DROP".into()),
@@ -713,7 +726,7 @@ mod tests {
         assert!(bad.set_statement().is_err());
         assert_ne!(
             s.fingerprint(&BTreeMap::new()),
-            SessionState::default().fingerprint(&BTreeMap::new())
+            CapturedState::default().fingerprint(&BTreeMap::new())
         );
     }
 

@@ -9,8 +9,7 @@ use crate::protocol::constants::capability::CLIENT_DEPRECATE_EOF;
 use crate::protocol::constants::command::{
     COM_INIT_DB, COM_QUERY, COM_QUIT, COM_STMT_CLOSE, COM_STMT_PREPARE,
 };
-use crate::protocol::ErrPacket;
-use crate::proxy::{PacketIo, SessionError};
+use crate::protocol::{ErrPacket, PacketIo, PacketIoError};
 
 /// Largest reply packet the mover reads (state queries return small rows).
 const MAX_REPLY: usize = 16 << 20;
@@ -19,21 +18,15 @@ const MAX_REPLY: usize = 16 << 20;
 pub enum ConnError {
     #[error("server error {}: {}", .0.code, .0.message)]
     Server(ErrPacket),
-    #[error("backend i/o: {0}")]
-    Io(String),
+    #[error("backend {0}")]
+    Io(#[from] PacketIoError),
     #[error("unexpected reply: {0}")]
     Unexpected(&'static str),
 }
 
-impl From<SessionError> for ConnError {
-    fn from(e: SessionError) -> Self {
-        ConnError::Io(e.to_string())
-    }
-}
-
 impl From<std::io::Error> for ConnError {
     fn from(e: std::io::Error) -> Self {
-        ConnError::Io(e.to_string())
+        ConnError::Io(PacketIoError::Io(e))
     }
 }
 
@@ -85,6 +78,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BackendConn<S> {
             return Err(ConnError::Unexpected("unsolicited data from the backend"));
         }
         Ok(self.io.io)
+    }
+
+    /// Ends use of a borrowed stream ([`BackendConn`] over `&mut S`), with
+    /// the same check as [`BackendConn::into_inner`].
+    pub fn finish(self) -> Result<(), ConnError> {
+        self.into_inner().map(drop)
     }
 
     async fn command(&mut self, cmd: u8, body: &[u8]) -> Result<(), ConnError> {

@@ -28,26 +28,39 @@
 //!   From then on the kernel passes everything both ways.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use aya::maps::{Array, HashMap, MapData, ProgramArray, SockHash};
+use aya::maps::{Array, HashMap, MapData, SockHash};
 use aya::programs::{CgroupAttachMode, SkMsg, SkSkb, SockOps};
-use aya::Ebpf;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
 use redirector_common::maps::{
     app_key, KernelTrack, ListenConfig, SessionCounters, SessionCtl, StmtKey, APPS, BACKENDS,
-    BACKEND_FULL_PROGRAM, BACKEND_JUMP, BACKEND_STRADDLE_PROGRAM, BACKEND_VERDICT_PROGRAM, BSIDES,
-    CONFIG, CTL, LOCAL_APPS, MSG_PROGRAM, SESSION_COUNTERS, SESSION_FORWARD, SOCKOPS_PROGRAM,
-    TRACK, TYPED,
+    BACKEND_VERDICT_PROGRAM, BSIDES, CONFIG, CTL, LOCAL_APPS, MSG_PROGRAM, PUNT_NONE,
+    PUNT_PIPELINED, PUNT_SLOW_COMMAND, SESSION_COUNTERS, SESSION_FORWARD, SOCKOPS_PROGRAM, TRACK,
+    TYPED,
 };
 use redirector_common::mysql::Tracker;
+use tokio::net::TcpStream;
 
-use super::ebpf::{
-    copied_offset, is_permission, load_error, map_err, object_bytes, sock_err, socket_cookie,
-    EbpfError,
-};
+use super::loader::Programs;
+use super::{map_err, sock_err, DatapathError};
+use crate::net::{copied_offset, has_input, hung_up, socket_cookie};
+
+/// How often a session the kernel carries reports its counters and state.
+const KERNEL_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// Time given to the kernel's work queue to deliver redirected segments to
+/// the application before the daemon writes to it (see `park`).
+const KERNEL_DELIVERY_GRACE: Duration = Duration::from_millis(10);
+/// HOLD waiting longer than this for a kernel-forwarded response is logged.
+const KERNEL_SLOW_HOLD: Duration = Duration::from_secs(5);
 
 struct Maps {
     apps: SockHash<MapData, u64>,
@@ -100,97 +113,60 @@ impl MapEntries {
     }
 }
 
-/// The loaded kernel session path.
-pub struct KernelPath {
+/// The loaded kernel session path: its maps, and the programs (attached)
+/// that it owns.
+pub struct LocalApp {
     maps: Mutex<Maps>,
     // Owns the programs and their attachments (detached on drop).
-    _ebpf: Ebpf,
+    _programs: Programs,
 }
 
-impl std::fmt::Debug for KernelPath {
+impl std::fmt::Debug for LocalApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KernelPath").finish_non_exhaustive()
+        f.debug_struct("LocalApp").finish_non_exhaustive()
     }
 }
 
-fn take<T>(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    conv: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
-) -> Result<T, EbpfError> {
-    let map = ebpf
-        .take_map(name)
-        .ok_or(EbpfError::Missing { kind: "map", name })?;
-    conv(map).map_err(map_err(name))
-}
-
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, EbpfError>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    let p = ebpf.program_mut(name).ok_or(EbpfError::Missing {
-        kind: "program",
-        name,
-    })?;
-    p.try_into().map_err(|source| EbpfError::Program {
-        program: name,
+fn prog_err(program: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> DatapathError {
+    move |source| DatapathError::Program {
+        program: program.to_string(),
         source,
-    })
+    }
 }
 
-fn prog_err(program: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> EbpfError {
-    move |source| EbpfError::Program { program, source }
-}
-
-impl KernelPath {
-    /// Loads the programs, attaches sock_ops to `cgroup` (alongside any
-    /// other programs there) for connections to `listen`, the sk_msg program
-    /// and a pass-through verdict to the application sockhash and the
+impl LocalApp {
+    /// Loads the programs ([`Programs::load`]), attaches sock_ops to
+    /// `cgroup` (alongside any other programs there) for connections to
+    /// `listen`, the sk_msg program to the application sockhash and the
     /// tracking verdict to the backend sockhash. IPv4 listeners only.
     pub fn load(
         object: Option<&Path>,
         cgroup: &Path,
         listen: SocketAddr,
-    ) -> Result<Self, EbpfError> {
+    ) -> Result<Self, DatapathError> {
         let ip4 = match listen.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => 0,
             IpAddr::V4(ip) => u32::from_ne_bytes(ip.octets()),
             IpAddr::V6(_) => {
-                return Err(EbpfError::Socket(
-                    format!(
-                        "listener {listen}: the kernel session path supports IPv4 listeners only"
-                    ),
-                    std::io::Error::from(std::io::ErrorKind::Unsupported),
-                ))
+                return Err(DatapathError::Unsupported(format!(
+                    "listener {listen}: the kernel session path supports IPv4 listeners only"
+                )))
             }
         };
-        let bytes = object_bytes(object)?;
-        // REDIRECTOR_VERIFIER_LOG=verbose: the whole verifier trace in a
-        // rejection (to see which instruction failed).
-        let mut loader = aya::EbpfLoader::new();
-        if std::env::var("REDIRECTOR_VERIFIER_LOG").is_ok_and(|v| v == "verbose") {
-            loader
-                .verifier_log_level(aya::VerifierLogLevel::VERBOSE | aya::VerifierLogLevel::STATS);
-        }
-        let mut ebpf = loader.load(&bytes).map_err(|e| {
-            if is_permission(&e) {
-                EbpfError::Permission(e.to_string())
-            } else {
-                EbpfError::Load(e)
-            }
-        })?;
-        let apps: SockHash<MapData, u64> = take(&mut ebpf, APPS, SockHash::try_from)?;
-        let backends: SockHash<MapData, u64> = take(&mut ebpf, BACKENDS, SockHash::try_from)?;
-        let mut config: Array<MapData, ListenConfig> = take(&mut ebpf, CONFIG, Array::try_from)?;
+        let mut programs = Programs::load(object)?;
+        let apps: SockHash<MapData, u64> = programs.take_map(APPS, SockHash::try_from)?;
+        let backends: SockHash<MapData, u64> = programs.take_map(BACKENDS, SockHash::try_from)?;
+        let mut config: Array<MapData, ListenConfig> =
+            programs.take_map(CONFIG, Array::try_from)?;
         let maps = Maps {
             apps,
             backends,
-            local_apps: take(&mut ebpf, LOCAL_APPS, HashMap::try_from)?,
-            ctl: take(&mut ebpf, CTL, HashMap::try_from)?,
-            track: take(&mut ebpf, TRACK, HashMap::try_from)?,
-            counters: take(&mut ebpf, SESSION_COUNTERS, HashMap::try_from)?,
-            bsides: take(&mut ebpf, BSIDES, HashMap::try_from)?,
-            typed: take(&mut ebpf, TYPED, HashMap::try_from)?,
+            local_apps: programs.take_map(LOCAL_APPS, HashMap::try_from)?,
+            ctl: programs.take_map(CTL, HashMap::try_from)?,
+            track: programs.take_map(TRACK, HashMap::try_from)?,
+            counters: programs.take_map(SESSION_COUNTERS, HashMap::try_from)?,
+            bsides: programs.take_map(BSIDES, HashMap::try_from)?,
+            typed: programs.take_map(TYPED, HashMap::try_from)?,
         };
         config
             .set(
@@ -204,52 +180,35 @@ impl KernelPath {
             .map_err(map_err(CONFIG))?;
 
         // Programs on the maps first: sockets inherit them when inserted.
-        let msg: &mut SkMsg = program(&mut ebpf, MSG_PROGRAM)?;
-        msg.load().map_err(|e| load_error(MSG_PROGRAM, e))?;
+        let msg: &mut SkMsg = programs.program(MSG_PROGRAM)?;
         msg.attach(maps.apps.fd()).map_err(prog_err(MSG_PROGRAM))?;
         // No stream verdict on application sockets: what the daemon writes
         // to the application (greeting, errors, slow-path answers) takes the
         // plain TCP path. With a pass-through verdict there, an error written
         // just before close could be overtaken by the FIN and lost.
-        let verdict: &mut SkSkb = program(&mut ebpf, BACKEND_VERDICT_PROGRAM)?;
-        verdict
-            .load()
-            .map_err(|e| load_error(BACKEND_VERDICT_PROGRAM, e))?;
-        // The two backend verdicts tail-call each other (see the programs).
-        {
-            let mut jump: ProgramArray<MapData> =
-                take(&mut ebpf, BACKEND_JUMP, ProgramArray::try_from)?;
-            for (slot, name) in [
-                (0, BACKEND_VERDICT_PROGRAM),
-                (1, BACKEND_FULL_PROGRAM),
-                (2, BACKEND_STRADDLE_PROGRAM),
-            ] {
-                let p: &mut SkSkb = program(&mut ebpf, name)?;
-                if name != BACKEND_VERDICT_PROGRAM {
-                    p.load().map_err(|e| load_error(name, e))?;
-                }
-                let fd = p.fd().map_err(prog_err(name))?;
-                jump.set(slot, fd, 0).map_err(map_err(BACKEND_JUMP))?;
-            }
-            // The map must outlive this scope; the programs reference it.
-            std::mem::forget(jump);
-        }
-        let verdict: &mut SkSkb = program(&mut ebpf, BACKEND_VERDICT_PROGRAM)?;
+        let verdict: &mut SkSkb = programs.program(BACKEND_VERDICT_PROGRAM)?;
         verdict
             .attach(maps.backends.fd())
             .map_err(prog_err(BACKEND_VERDICT_PROGRAM))?;
-        let sockops: &mut SockOps = program(&mut ebpf, SOCKOPS_PROGRAM)?;
-        sockops.load().map_err(|e| load_error(SOCKOPS_PROGRAM, e))?;
-        let cg = std::fs::File::open(cgroup)
-            .map_err(|e| EbpfError::Socket(format!("opening cgroup {}", cgroup.display()), e))?;
+        let sockops: &mut SockOps = programs.program(SOCKOPS_PROGRAM)?;
+        let cg = std::fs::File::open(cgroup).map_err(|e| {
+            DatapathError::Socket(format!("opening cgroup {}", cgroup.display()), e)
+        })?;
         sockops
             .attach(cg, CgroupAttachMode::Single)
             .map_err(prog_err(SOCKOPS_PROGRAM))?;
         tracing::info!(cgroup = %cgroup.display(), %listen, "eBPF kernel session path loaded (sock_ops + sk_msg + stream verdicts)");
         Ok(Self {
             maps: Mutex::new(maps),
-            _ebpf: ebpf,
+            _programs: programs,
         })
+    }
+
+    /// The offload of a client that connected from `peer`, if it is a
+    /// socket on this host that sock_ops put in the application map.
+    pub fn session_for(self: &Arc<Self>, peer: SocketAddr) -> Option<LocalAppSession> {
+        let key = self.local_app(peer)?;
+        Some(LocalAppSession::new(self.clone(), key, peer))
     }
 
     fn maps(&self) -> MutexGuard<'_, Maps> {
@@ -294,7 +253,7 @@ impl KernelPath {
 
     /// Puts a backend socket (idle: nothing unread) in the backend map for
     /// the session `key`. Returns its cookie.
-    pub fn attach_backend(&self, key: u64, backend: BorrowedFd<'_>) -> Result<u64, EbpfError> {
+    pub fn attach_backend(&self, key: u64, backend: BorrowedFd<'_>) -> Result<u64, DatapathError> {
         let cookie = socket_cookie(backend).map_err(sock_err("SO_COOKIE of the backend socket"))?;
         let mut m = self.maps();
         m.bsides.insert(cookie, key, 0).map_err(map_err(BSIDES))?;
@@ -323,7 +282,7 @@ impl KernelPath {
     }
 
     /// Whether every byte the application passed to the accepted socket
-    /// `client` has been read (the precondition of [`KernelPath::arm`]).
+    /// `client` has been read (the precondition of [`LocalApp::arm`]).
     pub fn caught_up(&self, key: u64, client: BorrowedFd<'_>) -> bool {
         let Ok(read) = copied_offset(client) else {
             return false;
@@ -344,7 +303,7 @@ impl KernelPath {
         tracker: &Tracker,
         backend_cookie: u64,
         epoch: u64,
-    ) -> Result<Option<u64>, EbpfError> {
+    ) -> Result<Option<u64>, DatapathError> {
         let read = copied_offset(client).map_err(sock_err("TCP position of the client"))?;
         let mut m = self.maps();
         let Ok(c) = m.counters.get(&key, 0) else {
@@ -446,36 +405,72 @@ impl KernelPath {
     }
 }
 
-/// Whether `fd` has a pending error or hang-up (the backend went away).
-pub fn hung_up(fd: impl AsFd) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_fd().as_raw_fd(),
-        events: libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
-    rc > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+/// What [`LocalAppSession::arm`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Armed {
+    /// The kernel carries the session until [`LocalAppSession::park`].
+    Yes,
+    /// The client sent bytes the daemon has not read yet: read them, then
+    /// try again.
+    NotCaughtUp,
+    /// The kernel path failed for this session; it stays in userspace.
+    Disabled,
 }
 
-/// One relay's handle on the kernel path: which backend socket is in the
-/// map, which statements are marked, what was already reported to metrics.
-/// Dropping it removes the session's entries.
-pub struct KernelSession {
-    pub path: std::sync::Arc<KernelPath>,
-    pub key: u64,
-    pub peer: SocketAddr,
-    pub backend: Option<u64>,
-    pub typed: BTreeSet<u32>,
-    pub epoch: u64,
-    /// Counters already added to the metrics.
-    pub reported: SessionCounters,
-    /// Set after a map error: the session stays in userspace.
-    pub disabled: bool,
+/// Why the kernel handed the session back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Wake {
+    /// The client's bytes reached the daemon's socket (a punted command, or
+    /// the client closing).
+    #[default]
+    Client,
+    /// The backend spoke unasked or closed.
+    Backend,
+    /// A move was requested.
+    Move,
 }
 
-impl KernelSession {
-    pub fn new(path: std::sync::Arc<KernelPath>, key: u64, peer: SocketAddr) -> Self {
+/// The session given back by the kernel.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Parked {
+    /// The kernel's protocol state (None: its entry was gone, the
+    /// application socket closed).
+    pub tracker: Option<Tracker>,
+    pub wake: Wake,
+    /// Why the kernel passed client bytes (a `PUNT_*` value).
+    pub punt: u32,
+}
+
+/// Progress of a kernel-carried session since the last report.
+#[derive(Debug, Clone, Copy)]
+pub struct Report {
+    /// The kernel's tracker now.
+    pub tracker: Tracker,
+    /// Bytes the kernel carried client → server and back since the last
+    /// report.
+    pub up: u64,
+    pub down: u64,
+}
+
+/// One session's handle on the kernel path: which backend socket is in the
+/// map, which statements are marked, what was already reported. Dropping
+/// it removes the session's entries, whatever became of the session.
+pub struct LocalAppSession {
+    path: Arc<LocalApp>,
+    key: u64,
+    peer: SocketAddr,
+    backend: Option<u64>,
+    typed: BTreeSet<u32>,
+    epoch: u64,
+    /// Counters already reported.
+    reported: SessionCounters,
+    /// Set after a map error or a pipelining client: the session stays in
+    /// userspace.
+    disabled: bool,
+}
+
+impl LocalAppSession {
+    fn new(path: Arc<LocalApp>, key: u64, peer: SocketAddr) -> Self {
         Self {
             path,
             key,
@@ -488,8 +483,16 @@ impl KernelSession {
         }
     }
 
+    pub fn disabled(&self) -> bool {
+        self.disabled
+    }
+
+    pub fn disable(&mut self) {
+        self.disabled = true;
+    }
+
     /// Counter increments since the last call (kernel bytes each way).
-    pub fn take_deltas(&mut self) -> (u64, u64) {
+    fn take_deltas(&mut self) -> (u64, u64) {
         let now = self.path.counters(self.key);
         let up = now
             .client_redirected_bytes
@@ -505,7 +508,7 @@ impl KernelSession {
 
     /// Brings the marked statements in line with `typed` (ids whose
     /// parameter types the daemon knows).
-    pub fn sync_typed(&mut self, typed: BTreeSet<u32>) {
+    fn sync_typed(&mut self, typed: BTreeSet<u32>) {
         if typed == self.typed {
             return;
         }
@@ -514,10 +517,189 @@ impl KernelSession {
         self.path.set_typed(self.key, &add, &remove);
         self.typed = typed;
     }
+
+    /// What the kernel did since the last report, and its tracker.
+    fn report(&mut self) -> Option<Report> {
+        let (up, down) = self.take_deltas();
+        let t = self.path.track(self.key)?;
+        Some(Report {
+            tracker: t.tracker,
+            up,
+            down,
+        })
+    }
+
+    /// Hands the idle session to the kernel (see the contract in
+    /// `crate::datapath`).
+    pub fn arm(
+        &mut self,
+        client: &TcpStream,
+        backend: &TcpStream,
+        tracker: &Tracker,
+        typed: BTreeSet<u32>,
+    ) -> Armed {
+        let cookie = match socket_cookie(backend.as_fd()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "kernel path: no socket cookie; staying in userspace");
+                self.disabled = true;
+                return Armed::Disabled;
+            }
+        };
+        if !self.path.caught_up(self.key, client.as_fd()) {
+            return Armed::NotCaughtUp;
+        }
+        if self.backend != Some(cookie) {
+            if let Some(old) = self.backend.take() {
+                self.path.detach_backend(old);
+            }
+            match self.path.attach_backend(self.key, backend.as_fd()) {
+                Ok(c) => self.backend = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "kernel path: backend socket not accepted; staying in userspace");
+                    self.disabled = true;
+                    return Armed::Disabled;
+                }
+            }
+        }
+        self.sync_typed(typed);
+        self.epoch += 1;
+        tracing::trace!(backend = cookie, "arming");
+        match self
+            .path
+            .arm(self.key, client.as_fd(), tracker, cookie, self.epoch)
+        {
+            Ok(Some(_)) => {
+                tracing::trace!(epoch = self.epoch, "armed");
+                Armed::Yes
+            }
+            Ok(None) => {
+                tracing::trace!(counters = ?self.path.counters(self.key), "not armed: unread client bytes");
+                Armed::NotCaughtUp
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "kernel path: arming failed; staying in userspace");
+                self.disabled = true;
+                Armed::Disabled
+            }
+        }
+    }
+
+    /// Lets the kernel carry the armed session until it punts (a client
+    /// command the daemon must see, or the client closing), the backend
+    /// sends something unasked (or closes), or a move is requested; then
+    /// takes the session back with the kernel's protocol state.
+    pub async fn park(
+        &mut self,
+        client: &TcpStream,
+        backend: &TcpStream,
+        mut move_requested: Pin<&mut (dyn Future<Output = ()> + Send)>,
+        report: &mut (dyn FnMut(Report) + Send),
+    ) -> Parked {
+        let mut tick = tokio::time::interval(KERNEL_PUBLISH_INTERVAL);
+        tick.tick().await;
+        let wake = loop {
+            tokio::select! {
+                r = client.readable() => {
+                    if r.is_err() || has_input(client) {
+                        break Wake::Client;
+                    }
+                }
+                r = backend.readable() => {
+                    if r.is_err() || has_input(backend) {
+                        break Wake::Backend;
+                    }
+                }
+                _ = &mut move_requested => break Wake::Move,
+                _ = tick.tick() => {
+                    if let Some(r) = self.report() {
+                        report(r);
+                    }
+                }
+            }
+        };
+        tracing::trace!(?wake, counters = ?self.path.counters(self.key), "disarming");
+        self.path.hold(self.key).await;
+        // A response the kernel forwarded is finished by the kernel.
+        let mut waited = Duration::ZERO;
+        let track = loop {
+            let Some(t) = self.path.track(self.key) else {
+                break None;
+            };
+            let tr = &t.tracker;
+            if !tr.in_flight() || tr.in_infile() || tr.lost_sync() {
+                break Some(t);
+            }
+            if hung_up(backend) {
+                break Some(t);
+            }
+            if waited > KERNEL_SLOW_HOLD && waited.as_millis().is_multiple_of(1000) {
+                tracing::debug!(?waited, "HOLD waits for a response the kernel forwards");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            waited += Duration::from_millis(1);
+        };
+        // Counts the commands the kernel carried (against our stale copy).
+        let redirected_before = self.reported.server_redirected_bytes;
+        if let Some(r) = self.report() {
+            report(r);
+        }
+        let redirected = self.reported.server_redirected_bytes != redirected_before;
+        let punt = track.map_or(PUNT_NONE, |t| t.punt_reason);
+        if redirected && (wake != Wake::Client || punt != PUNT_SLOW_COMMAND) {
+            // The kernel hands redirected segments to the application through
+            // a work queue; what we write (or the FIN) goes by TCP and could
+            // overtake a segment still queued there. A request/response
+            // client has read the whole response before it sends a slow-path
+            // command; a pipelining client, a closing client or a move has
+            // not, so let the queue drain first.
+            tokio::time::sleep(KERNEL_DELIVERY_GRACE).await;
+        }
+        if punt == PUNT_PIPELINED {
+            // Pipelining clients stay in userspace: their next command can
+            // arrive while a kernel-forwarded response is still queued.
+            self.disabled = true;
+        }
+        if let Some(t) = &track {
+            tracing::trace!(
+                punt = t.punt_reason,
+                punt_epoch = t.punt_epoch,
+                idle = t.tracker.idle(),
+                "disarmed"
+            );
+        }
+        Parked {
+            tracker: track.map(|t| t.tracker),
+            wake,
+            punt,
+        }
+    }
 }
 
-impl Drop for KernelSession {
+impl Drop for LocalAppSession {
     fn drop(&mut self) {
         self.path.forget(self.peer, self.backend, &self.typed);
+    }
+}
+
+/// `ebpf_map_entries{map}`: entries in each kernel session map, read at
+/// scrape time (every session's entries go when it ends; a leak shows here).
+#[derive(Debug)]
+pub struct MapEntriesCollector(pub Arc<LocalApp>);
+
+impl Collector for MapEntriesCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let entries = self.0.map_entries();
+        let mut m = encoder.encode_descriptor(
+            "ebpf_map_entries",
+            "Entries in each eBPF map of the kernel session path",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (map, n) in entries.by_name() {
+            m.encode_family(&[("map", map)])?
+                .encode_gauge(&(n as u64))?;
+        }
+        Ok(())
     }
 }

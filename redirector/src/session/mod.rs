@@ -1,19 +1,39 @@
-//! Sessions: what the daemon knows about each client connection, and the
-//! registry the admin surfaces and the mover read.
+//! Sessions: what the daemon knows about each client connection, the
+//! registry the admin surfaces and the mover read, each session's move
+//! mailbox, and the record of every move.
 //!
-//! The relay updates a session's live fields as the protocol state machine
-//! sees commands and responses; readers take a [`SessionSnapshot`].
+//! A session is served by one task running [`driver::run`]: the relay
+//! ([`relay`]) pumps bytes and stops at a step the driver hands to a module
+//! of its own: moves and failover ([`migrate`]), COM_CHANGE_USER
+//! ([`change_user`]), the kernel offload (`crate::datapath`). The driver
+//! updates a session's live fields as the protocol state machine sees
+//! commands and responses; readers take a [`SessionSnapshot`].
 
-use std::collections::BTreeMap;
+pub mod change_user;
+pub mod core;
+pub mod driver;
+pub mod error;
+pub mod migrate;
+pub mod relay;
+pub mod state;
+pub mod statements;
+
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 
+use crate::accounts::AccountStore;
+use crate::backend::routing::Routing;
+use crate::backend::{Backend, Backends};
+pub use crate::metrics::DatapathKind;
+use crate::metrics::{Metrics, MoveReason, MoveResult};
 use crate::protocol::BackendLoginParams;
+pub use error::{MoveError, NotMovable, StateError};
 
 /// What a session is doing right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -40,23 +60,6 @@ impl SessionState {
     }
 }
 
-/// Which data path carries a session's bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DatapathKind {
-    Userspace,
-    Ebpf,
-}
-
-impl DatapathKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DatapathKind::Userspace => "userspace",
-            DatapathKind::Ebpf => "ebpf",
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Live {
     user: String,
@@ -64,41 +67,52 @@ struct Live {
     state: SessionState,
     in_transaction: bool,
     /// Why the session cannot move right now, if it cannot.
-    not_movable: Option<String>,
+    not_movable: Option<NotMovable>,
     moves: u32,
     schema: Option<String>,
     commands: u64,
 }
 
-/// A request to move a session, waiting for the session's relay to carry
-/// it out at the next moment the session is idle and outside a transaction.
+/// A request to move a session, waiting in its mailbox for the session's
+/// driver to carry it out at the next moment the session is idle and
+/// outside a transaction.
 #[derive(Debug)]
 pub struct MoveRequest {
     /// Name of the target server.
     pub target: String,
     /// Why the move was asked for (the `reason` label of the move metrics).
-    pub requested_by: &'static str,
-    /// Answered by the relay; dropped (the requester sees "session ended")
+    pub requested_by: MoveReason,
+    /// Answered by the driver; dropped (the requester sees "session ended")
     /// if the session closes first.
     pub reply: oneshot::Sender<MoveReply>,
 }
 
-/// Reason given to a move request replaced by a newer one for the same session.
-pub const SUPERSEDED: &str = "superseded by a newer move request for the session";
-
-/// What the relay did with a [`MoveRequest`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the driver did with a [`MoveRequest`].
+#[derive(Debug)]
 pub enum MoveReply {
     /// Now served by the target.
-    Moved {
-        from: String,
-        to: String,
-        duration: Duration,
-    },
+    Moved,
     /// State that cannot be carried over (temporary table, lock …).
-    NotMovable(String),
+    NotMovable(NotMovable),
     /// The target could not take the session; it stays where it was.
-    Failed(String),
+    Failed(MoveError),
+    /// A newer request for the same session replaced this one.
+    Superseded,
+}
+
+impl MoveReply {
+    /// The result and reason a [`MoveRecord`] shows for this reply.
+    pub fn outcome(&self) -> (MoveResult, Option<String>) {
+        match self {
+            MoveReply::Moved => (MoveResult::Ok, None),
+            MoveReply::NotMovable(r) => (MoveResult::NotMovable, Some(r.to_string())),
+            MoveReply::Failed(e) => (MoveResult::Failed, Some(e.to_string())),
+            MoveReply::Superseded => (
+                MoveResult::Failed,
+                Some("superseded by a newer move request for the session".into()),
+            ),
+        }
+    }
 }
 
 /// One client session.
@@ -165,7 +179,12 @@ impl Session {
     }
 
     /// Records what the protocol state machine says after a response or command.
-    pub fn observe(&self, state: SessionState, in_transaction: bool, not_movable: Option<String>) {
+    pub fn observe(
+        &self,
+        state: SessionState,
+        in_transaction: bool,
+        not_movable: Option<NotMovable>,
+    ) {
         let mut l = self.live();
         l.state = state;
         l.in_transaction = in_transaction;
@@ -194,7 +213,7 @@ impl Session {
             .unwrap_or_else(|e| e.into_inner())
             .replace(req);
         if let Some(old) = old {
-            let _ = old.reply.send(MoveReply::Failed(SUPERSEDED.into()));
+            let _ = old.reply.send(MoveReply::Superseded);
         }
         self.move_wakeup.notify_one();
     }
@@ -214,7 +233,7 @@ impl Session {
         if p.is_none() {
             *p = Some(req);
         } else {
-            let _ = req.reply.send(MoveReply::Failed(SUPERSEDED.into()));
+            let _ = req.reply.send(MoveReply::Superseded);
         }
     }
 
@@ -255,10 +274,10 @@ impl Session {
 
     pub fn snapshot(&self) -> SessionSnapshot {
         let l = self.live();
-        let not_movable_reason = l
-            .not_movable
-            .clone()
-            .or_else(|| l.in_transaction.then(|| "open transaction".to_string()));
+        let not_movable_reason = l.not_movable.as_ref().map(ToString::to_string).or_else(|| {
+            l.in_transaction
+                .then(|| NotMovable::OpenTransaction.to_string())
+        });
         SessionSnapshot {
             session_id: self.id,
             user: l.user.clone(),
@@ -387,6 +406,118 @@ impl SessionGuard {
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         self.registry.write().remove(&self.session.id);
+    }
+}
+
+/// How one session's move attempt ended (`SELECT * FROM moves`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MoveRecord {
+    pub session_id: u64,
+    pub from_server: String,
+    pub to_server: String,
+    pub result: MoveResult,
+    /// Why it was asked for.
+    pub requested_by: MoveReason,
+    /// For a move that did not happen: why.
+    pub reason: Option<String>,
+    pub duration_ms: f64,
+    /// Unix time (seconds) when the move ended.
+    pub finished_at: f64,
+}
+
+impl MoveRecord {
+    /// The one constructor: every outcome (moved, not movable, failed,
+    /// timed out, failover) is recorded through it.
+    pub fn new(
+        session_id: u64,
+        from: &str,
+        to: &str,
+        requested_by: MoveReason,
+        (result, reason): (MoveResult, Option<String>),
+        started: Instant,
+    ) -> Self {
+        MoveRecord {
+            session_id,
+            from_server: from.to_string(),
+            to_server: to.to_string(),
+            result,
+            requested_by,
+            reason,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            finished_at: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        }
+    }
+}
+
+/// Entries kept for `SELECT * FROM moves`.
+const MOVE_LOG_LEN: usize = 1000;
+
+/// Recent moves, newest last, and their metrics: recording a move is one
+/// call that does both.
+#[derive(Debug)]
+pub struct MoveLog {
+    entries: Mutex<VecDeque<MoveRecord>>,
+    metrics: Arc<Metrics>,
+}
+
+impl MoveLog {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            entries: Mutex::new(VecDeque::new()),
+            metrics,
+        }
+    }
+
+    pub fn record(&self, r: MoveRecord) {
+        self.metrics.record_move(
+            r.result,
+            r.requested_by,
+            Duration::from_secs_f64(r.duration_ms / 1000.0),
+        );
+        let mut e = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if e.len() == MOVE_LOG_LEN {
+            e.pop_front();
+        }
+        e.push_back(r);
+    }
+
+    pub fn snapshot(&self) -> Vec<MoveRecord> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// What a session needs of the daemon: servers, where to place it, whom to
+/// trust, where to count and record. Narrow on purpose: a session never
+/// sees the daemon-wide state.
+#[derive(Debug, Clone)]
+pub struct SessionCtx {
+    pub backends: Arc<Backends>,
+    pub routing: Arc<Routing>,
+    pub sessions: Arc<SessionRegistry>,
+    pub accounts: Arc<AccountStore>,
+    pub metrics: Arc<Metrics>,
+    pub moves: Arc<MoveLog>,
+}
+
+impl SessionCtx {
+    /// Addresses of every configured server (where accounts are loaded from).
+    pub fn server_addresses(&self) -> Vec<SocketAddr> {
+        self.backends.all().iter().map(|b| b.address).collect()
+    }
+
+    /// Servers that may take a session, in the policy's order; never
+    /// `exclude`.
+    pub fn placement_order(&self, exclude: Option<&str>) -> Vec<Arc<Backend>> {
+        let counts = self.sessions.count_by_server();
+        self.routing.order(&self.backends.all(), &counts, exclude)
     }
 }
 

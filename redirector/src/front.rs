@@ -1,0 +1,367 @@
+//! One client from accept to an established session: greeting, optional
+//! TLS, authentication by the redirector, placement and login to a backend
+//! as the same user. Then the session loop (`session::driver`) takes over.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+
+use crate::app::App;
+use crate::backend::login::{self, LoginError, LoginTimeout, HANDSHAKE_MAX_PACKET};
+use crate::datapath::Offload;
+use crate::metrics::ErrorKind;
+use crate::net::ClientStream;
+use crate::protocol::constants::capability::*;
+use crate::protocol::{
+    self, parse_client_hello, AuthSwitchRequest, BackendLoginParams, ClientHello, ErrPacket,
+    GreetingTemplate, HandshakeResponse, InitialHandshake, PacketIo, PacketIoError, ProtocolError,
+};
+use crate::session::core::{Core, LoginState};
+use crate::session::relay::Pair;
+use crate::session::{SessionGuard, SessionState};
+
+/// Time allowed to connect and log in to one backend.
+const BACKEND_LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Why a client was turned away during the connection phase.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("SSL requested without TLS configured")]
+    NoTls,
+    #[error("second SSLRequest")]
+    SecondSslRequest,
+    #[error("access denied for '{0}'")]
+    AccessDenied(String),
+    #[error("no backend available")]
+    NoBackend,
+    #[error("backend {server}: {message}")]
+    BackendRefused { server: String, message: String },
+    #[error("{0}")]
+    AllBackendsFailed(String),
+}
+
+/// Why a session ended during the connection phase.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("client closed the connection during the handshake")]
+    ClientClosed,
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] std::io::Error),
+    #[error("refused: {0}")]
+    Refused(#[from] Refusal),
+}
+
+impl From<PacketIoError> for FrontError {
+    fn from(e: PacketIoError) -> Self {
+        match e {
+            PacketIoError::Io(e) => FrontError::Io(e),
+            PacketIoError::Protocol(p) => FrontError::Protocol(p),
+            PacketIoError::Closed => FrontError::ClientClosed,
+        }
+    }
+}
+
+impl FrontError {
+    /// The `errors_total{kind}` this failure counts as.
+    pub fn metric_kind(&self) -> ErrorKind {
+        match self {
+            FrontError::Tls(_) => ErrorKind::Tls,
+            FrontError::Refused(_) => ErrorKind::BackendLogin,
+            FrontError::Protocol(_) => ErrorKind::Protocol,
+            FrontError::Io(_) | FrontError::ClientClosed => ErrorKind::ClientHandshake,
+        }
+    }
+}
+
+/// A logged-in session, ready for the session loop.
+struct Established {
+    client: PacketIo<ClientStream>,
+    backend: TcpStream,
+    guard: SessionGuard,
+    tracker: redirector_common::mysql::Session,
+    login: LoginState,
+}
+
+/// Serves one accepted client until it disconnects.
+pub async fn serve_client(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
+    // Decided here, once: dropping it (refused, failed login, or ended)
+    // removes every kernel entry of the connection.
+    let mut offload = match &app.kernel {
+        Some(k) => k.session_for(peer).map_or(Offload::None, Offload::LocalApp),
+        None => Offload::None,
+    };
+    let _ = stream.set_nodelay(true);
+    let mut io = PacketIo::new(ClientStream::Plain(stream));
+    let Ok(permit) = app.slots.clone().try_acquire_owned() else {
+        tracing::warn!(client = %peer, "too many connections");
+        io.fail(0, &ErrPacket::too_many_connections()).await;
+        return;
+    };
+    let id = app.sessions.next_id();
+    let timeout = app.config.listen.handshake_timeout;
+    let span = tracing::info_span!("session", id, client = %peer);
+    let established = match tokio::time::timeout(timeout, connect(&app, io, peer, id, &mut offload))
+        .await
+    {
+        Ok(Ok(e)) => e,
+        Ok(Err(e)) => {
+            tracing::info!(parent: &span, error = %e, "connection phase failed");
+            app.metrics.error(e.metric_kind());
+            return;
+        }
+        Err(_) => {
+            app.metrics.error(ErrorKind::ClientHandshake);
+            tracing::info!(parent: &span, ?timeout, "client did not finish the handshake in time");
+            return;
+        }
+    };
+    let Established {
+        client,
+        backend,
+        guard,
+        tracker,
+        login,
+    } = established;
+    let session = guard.session().clone();
+    tracing::info!(parent: &span, user = %session.user(), server = %session.server(), datapath = session.datapath.as_str(), "session established");
+    let PacketIo {
+        io: client,
+        buf: leftover,
+    } = client;
+    let core = Core::new(app.session_ctx(), session, tracker, login);
+    let pair = Pair { client, backend };
+    match crate::session::driver::run(core, pair, leftover, offload).await {
+        Ok(()) => tracing::info!(parent: &span, "session closed"),
+        Err(e) => {
+            tracing::info!(parent: &span, error = %e, "session ended");
+            app.metrics.error(ErrorKind::RelayIo);
+        }
+    }
+    drop(guard);
+    drop(permit);
+}
+
+async fn connect(
+    app: &Arc<App>,
+    mut io: PacketIo<ClientStream>,
+    peer: SocketAddr,
+    id: u64,
+    offload: &mut Offload,
+) -> Result<Established, FrontError> {
+    let template = app
+        .greeting
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut offered = template.capabilities & !CLIENT_MYSQL;
+    if app.tls.is_some() {
+        offered |= CLIENT_SSL;
+    }
+    let greeting = InitialHandshake::for_client(
+        template.server_version.clone(),
+        id as u32,
+        offered,
+        0,
+        template.collation,
+        protocol::constants::status::SERVER_STATUS_AUTOCOMMIT,
+    );
+    let scramble = greeting.scramble20()?;
+    io.write(0, &greeting.to_payload()).await?;
+
+    // SSLRequest or HandshakeResponse41.
+    let first = match io.read_exact_packet(HANDSHAKE_MAX_PACKET).await {
+        Ok(p) => p,
+        Err(e) => return Err(reject_protocol(&mut io, 2, e.into()).await),
+    };
+    let mut seq = first.seq.wrapping_add(1);
+    let hello = match parse_client_hello(&first.payload) {
+        Ok(h) => h,
+        Err(e) => return Err(reject_protocol(&mut io, seq, e.into()).await),
+    };
+    let response: HandshakeResponse = match hello {
+        ClientHello::Response(r) => r,
+        ClientHello::SslRequest(_) => {
+            let Some(acceptor) = app.tls.clone() else {
+                let err = ErrPacket::new(
+                    1043,
+                    b"08S01",
+                    "SSL connection requested, but TLS is not configured on the redirector",
+                );
+                io.fail(seq, &err).await;
+                return Err(Refusal::NoTls.into());
+            };
+            let ClientStream::Plain(tcp) = io.io else {
+                return Err(Refusal::SecondSslRequest.into());
+            };
+            let tls = acceptor.accept(tcp).await.map_err(FrontError::Tls)?;
+            io = PacketIo::new(ClientStream::Tls(Box::new(tls)));
+            // TLS clients stay on the relay: the kernel cannot read their bytes.
+            *offload = Offload::None;
+            let p = match io.read(HANDSHAKE_MAX_PACKET).await {
+                Ok(p) => p,
+                Err(e) => return Err(reject_protocol(&mut io, seq, e.into()).await),
+            };
+            seq = p.seq.wrapping_add(1);
+            match HandshakeResponse::parse(&p.payload) {
+                Ok(r) => r,
+                Err(e) => return Err(reject_protocol(&mut io, seq, e.into()).await),
+            }
+        }
+    };
+    let caps = response.capabilities & (offered | CLIENT_MYSQL);
+    let user = response.user.clone();
+    let host = peer.ip().to_string();
+
+    // Native password only: ask a client that started with another plugin
+    // to switch, with the same scramble.
+    let mut auth_response = response.auth_response.to_vec();
+    if response.needs_native_switch() {
+        io.write(seq, &AuthSwitchRequest::native(&scramble).to_payload())
+            .await?;
+        let p = io.read(HANDSHAKE_MAX_PACKET).await?;
+        seq = p.seq.wrapping_add(1);
+        auth_response = p.payload.to_vec();
+    }
+
+    let servers = app.server_addresses();
+    let verified =
+        crate::auth::verify(&app.accounts, &servers, &user, &auth_response, &scramble).await;
+    let Some(sha1_password) = verified else {
+        tracing::info!(user = %user, client = %peer, "access denied");
+        app.metrics.auth_failure();
+        io.fail(
+            seq,
+            &ErrPacket::access_denied(&user, &host, !auth_response.is_empty()),
+        )
+        .await;
+        return Err(Refusal::AccessDenied(user).into());
+    };
+
+    // Placement: register first so that concurrent placements see this
+    // session in the counts.
+    let guard = app.sessions.register(id, &user, peer, "", offload.kind());
+    guard.session().set_state(SessionState::Connecting);
+    let order = app
+        .routing
+        .order(&app.backends.all(), &app.sessions.count_by_server(), None);
+    if order.is_empty() {
+        io.fail(
+            seq,
+            &ErrPacket::new(
+                1105,
+                b"HY000",
+                "no backend server is available (all down or draining)",
+            ),
+        )
+        .await;
+        return Err(Refusal::NoBackend.into());
+    }
+    let params = BackendLoginParams {
+        capabilities: caps & !CLIENT_SSL,
+        mariadb_capabilities: 0,
+        max_packet_size: response.max_packet_size,
+        collation: response.collation,
+        user: user.clone(),
+        database: response.database.clone(),
+        sha1_password,
+        connect_attrs: response.connect_attrs.clone(),
+    };
+    let session_caps = caps & !CLIENT_SSL;
+    let mut last_problem = String::new();
+    for backend in order {
+        guard.session().set_server(&backend.name);
+        let mut l = match login::login_within(&backend, params.clone(), BACKEND_LOGIN_TIMEOUT).await
+        {
+            Ok(l) => l,
+            Err(LoginTimeout::Login(LoginError::Server(err))) => {
+                // The backend refused this user (bad database, account
+                // locked …): any server would; tell the client as is.
+                io.fail(seq, &err).await;
+                return Err(Refusal::BackendRefused {
+                    server: backend.name.clone(),
+                    message: err.message,
+                }
+                .into());
+            }
+            Err(e) => {
+                tracing::warn!(server = %backend.name, error = %e, "backend login failed; trying the next server");
+                last_problem = format!("{}: {e}", backend.name);
+                continue;
+            }
+        };
+        let got = l.login.capabilities();
+        let missing = login::missing_capabilities(caps, got);
+        if missing != 0 {
+            last_problem = format!("server {} lacks capabilities 0x{missing:08x}", backend.name);
+            continue;
+        }
+        // Session tracking lets the relay know when the state changes, so
+        // a session whose state is known can survive the loss of its
+        // server (the mover keeps the last state it read).
+        let state_tracked = match login::enable_state_tracking(&mut l.stream, session_caps).await {
+            Ok(t) => t,
+            Err(e) => {
+                last_problem = format!("{}: {e}", backend.name);
+                continue;
+            }
+        };
+        *app.greeting.write().unwrap_or_else(|e| e.into_inner()) =
+            GreetingTemplate::from_backend(l.login.greeting());
+        let status = protocol::OkPacket::parse(&l.ok_payload, got)
+            .map(|ok| ok.status)
+            .unwrap_or(0);
+        io.write(seq, &l.ok_payload).await?;
+        app.metrics.session_accepted();
+        let tracker = redirector_common::mysql::Session::new(u64::from(session_caps), status);
+        let s = guard.session();
+        s.set_schema(response.database.clone());
+        s.set_login_params(params.clone());
+        s.set_backend_thread(l.login.greeting().connection_id);
+        s.set_state(SessionState::Idle);
+        let login = LoginState {
+            client_scramble: scramble,
+            backend_scramble: l.login.greeting().scramble.clone(),
+            capabilities: session_caps,
+            user: user.clone(),
+            sha1_password,
+            state_tracked,
+        };
+        return Ok(Established {
+            client: io,
+            backend: l.stream,
+            guard,
+            tracker,
+            login,
+        });
+    }
+    io.fail(
+        seq,
+        &ErrPacket::new(
+            1105,
+            b"HY000",
+            format!("no backend server accepted the session ({last_problem})"),
+        ),
+    )
+    .await;
+    Err(Refusal::AllBackendsFailed(last_problem).into())
+}
+
+/// Sends the ERR that fits a protocol failure in the handshake.
+async fn reject_protocol(io: &mut PacketIo<ClientStream>, seq: u8, e: FrontError) -> FrontError {
+    let err = match &e {
+        FrontError::Protocol(ProtocolError::PacketTooLarge { .. }) => {
+            Some(ErrPacket::packet_too_large())
+        }
+        FrontError::Protocol(_) => Some(ErrPacket::bad_handshake()),
+        _ => None,
+    };
+    if let Some(err) = err {
+        io.fail(seq, &err).await;
+    }
+    e
+}

@@ -1,0 +1,96 @@
+//! THE session loop: the relay pumps bytes and stops at a step; each step
+//! is another module's job. The kernel offload is tried at quiet moments
+//! (see the contract in `crate::datapath`).
+
+use bytes::BytesMut;
+use redirector_common::mysql;
+
+use super::change_user;
+use super::core::Core;
+use super::migrate;
+use super::relay::{Pair, Relay, RelayError, Step};
+use crate::datapath::{Armed, Offload, Parked, Report};
+use crate::metrics::{DatapathKind, Direction};
+
+/// Serves an established session until it ends. `leftover`: client bytes
+/// read past the handshake.
+pub async fn run(
+    mut core: Core,
+    mut pair: Pair,
+    leftover: BytesMut,
+    mut offload: Offload,
+) -> Result<(), RelayError> {
+    let mut relay = Relay::new(&core, leftover);
+    loop {
+        // Translated statement ids cannot be carried by the kernel.
+        let offer_quiet = offload.can_arm() && !core.statements.translated();
+        match relay.pump(&mut core, &mut pair, offer_quiet).await? {
+            Step::Quiet => {
+                let typed = core.statements.typed();
+                let armed = offload.arm(
+                    pair.client.plain(),
+                    &pair.backend,
+                    &core.proto.tracker,
+                    typed,
+                );
+                match (armed, pair.client.plain()) {
+                    (Armed::Yes, Some(client)) => {
+                        let session = core.session.clone();
+                        let move_requested = std::pin::pin!(session.move_requested());
+                        let parked = offload
+                            .park(client, &pair.backend, move_requested, &mut |r| {
+                                kernel_report(&mut core, r)
+                            })
+                            .await;
+                        resume(&mut core, parked);
+                    }
+                    _ => relay.block_quiet(),
+                }
+            }
+            Step::Move(req) => migrate::execute(&mut core, &mut pair, req).await?,
+            Step::ChangeUser(packet) => change_user::run(&mut core, &mut pair, packet).await?,
+            Step::BackendLost => match migrate::failover(&mut core).await {
+                Some(stream) => pair.backend = stream,
+                None => {
+                    let server = core.session.server();
+                    tracing::info!(session = core.session.id, server = %server, "server lost; the session's state is not known well enough to carry it over");
+                    let caps = core.login.capabilities;
+                    return Err(relay.fail_next_command(&mut pair, &server, caps).await);
+                }
+            },
+            Step::Closed => return Ok(()),
+        }
+    }
+}
+
+/// The kernel's progress while it carries the session: its bytes to the
+/// metrics, its commands to the session's count, its state to the listing.
+fn kernel_report(core: &mut Core, r: Report) {
+    let m = &core.ctx.metrics;
+    m.bytes(Direction::ClientToServer, DatapathKind::Ebpf)
+        .inc_by(r.up);
+    m.bytes(Direction::ServerToClient, DatapathKind::Ebpf)
+        .inc_by(r.down);
+    let n = u64::from(
+        r.tracker
+            .commands_sent()
+            .wrapping_sub(core.proto.tracker.commands_sent()),
+    );
+    core.session.count_commands(n);
+    m.commands(n);
+    core.proto.tracker = r.tracker;
+    core.publish();
+}
+
+/// Continues in userspace from the kernel's protocol state (the kernel
+/// parks only at packet boundaries).
+fn resume(core: &mut Core, parked: Parked) {
+    if let Some(tracker) = parked.tracker {
+        core.proto = mysql::Session {
+            tracker,
+            client: mysql::Framer::new(),
+            server: mysql::Framer::new(),
+        };
+    }
+    core.publish();
+}

@@ -1,0 +1,291 @@
+//! The userspace relay: copies bytes between the client and its backend,
+//! feeding both directions to the session's state machine, until something
+//! needs another part of the session: a quiet moment the kernel could take,
+//! a move, a COM_CHANGE_USER, a lost backend, the end.
+//!
+//! Both directions are driven from one task with `select!`, reading a side
+//! only once what was read from it before has been written out, so memory
+//! per session stays bounded and neither side can stall the other. Client
+//! packets are handled whole (the daemon must see COM_CHANGE_USER and the
+//! SQL of COM_STMT_PREPARE); server bytes are forwarded as they come.
+
+use bytes::{Buf, BytesMut};
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::core::{not_movable, Core};
+use super::MoveRequest;
+use crate::metrics::{DatapathKind, Direction};
+use crate::net::ClientStream;
+use crate::protocol::constants::command::COM_CHANGE_USER;
+use crate::protocol::{self, ErrPacket, ProtocolError};
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Why the session ended with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("client i/o: {0}")]
+    Client(#[source] std::io::Error),
+    #[error("backend i/o: {0}")]
+    Backend(#[source] std::io::Error),
+    #[error("backend closed the connection")]
+    BackendClosed,
+    #[error("backend {server} lost; the session's state could not be carried over")]
+    ServerLost { server: String },
+    #[error("protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+}
+
+/// The two sockets of a session.
+pub struct Pair {
+    pub client: ClientStream,
+    pub backend: TcpStream,
+}
+
+/// Where the relay stopped.
+#[derive(Debug)]
+pub enum Step {
+    /// Idle, nothing buffered either way, the client still connected: the
+    /// kernel may carry the session now (only offered when asked for).
+    Quiet,
+    /// A move request at a moment the session can move.
+    Move(MoveRequest),
+    /// A COM_CHANGE_USER, everything before it answered.
+    ChangeUser(BytesMut),
+    /// The backend closed (or spoke unasked) while the session was idle.
+    BackendLost,
+    /// The session is over.
+    Closed,
+}
+
+pub struct Relay {
+    cbuf: BytesMut,
+    sbuf: BytesMut,
+    to_backend: BytesMut,
+    to_client: BytesMut,
+    /// A COM_CHANGE_USER waits here until everything before it is answered.
+    held: Option<BytesMut>,
+    /// The client shut its sending side: answer what it sent, then close.
+    client_eof: bool,
+    /// Set when the kernel could not take the quiet session (unread client
+    /// bytes): read before offering it again.
+    quiet_blocked: bool,
+    up_bytes: Counter,
+    down_bytes: Counter,
+}
+
+impl Relay {
+    /// `leftover`: client bytes read past the handshake.
+    pub fn new(core: &Core, leftover: BytesMut) -> Self {
+        let m = &core.ctx.metrics;
+        Relay {
+            cbuf: leftover,
+            sbuf: BytesMut::with_capacity(READ_CHUNK),
+            to_backend: BytesMut::new(),
+            to_client: BytesMut::new(),
+            held: None,
+            client_eof: false,
+            quiet_blocked: false,
+            up_bytes: m
+                .bytes(Direction::ClientToServer, DatapathKind::Userspace)
+                .clone(),
+            down_bytes: m
+                .bytes(Direction::ServerToClient, DatapathKind::Userspace)
+                .clone(),
+        }
+    }
+
+    /// The kernel could not take the session: do not offer it again until
+    /// the client sent something.
+    pub fn block_quiet(&mut self) {
+        self.quiet_blocked = true;
+    }
+
+    /// Relays until a [`Step`]. `offer_quiet`: stop at quiet moments.
+    pub async fn pump(
+        &mut self,
+        core: &mut Core,
+        pair: &mut Pair,
+        offer_quiet: bool,
+    ) -> Result<Step, RelayError> {
+        self.take_client_packets(core);
+        let (mut cr, mut cw) = tokio::io::split(&mut pair.client);
+        let (mut br, mut bw) = pair.backend.split();
+        loop {
+            let flushed = self.to_backend.is_empty() && self.to_client.is_empty();
+            if self.client_eof
+                && self.held.is_none()
+                && flushed
+                && (core.proto.idle() || core.proto.tracker.quit_sent())
+            {
+                let _ = bw.shutdown().await;
+                let _ = cw.shutdown().await;
+                return Ok(Step::Closed);
+            }
+            if let Some(req) = core.session.take_move() {
+                let quiet = self.held.is_none()
+                    && flushed
+                    && !self.client_eof
+                    && core.proto.idle()
+                    && not_movable(&core.proto).is_none();
+                if quiet {
+                    // HOLD: the client is not read until the move is done.
+                    return Ok(Step::Move(req));
+                }
+                core.session.defer_move(req);
+            }
+            if flushed && core.proto.idle() {
+                if let Some(packet) = self.held.take() {
+                    return Ok(Step::ChangeUser(packet));
+                }
+            }
+            let quiet = offer_quiet
+                && !self.quiet_blocked
+                && self.held.is_none()
+                && flushed
+                && self.cbuf.is_empty()
+                && self.sbuf.is_empty()
+                && !self.client_eof
+                && !core.client_continues
+                && core.proto.idle()
+                && !core.session.has_pending_move();
+            if quiet {
+                return Ok(Step::Quiet);
+            }
+            let client_readable =
+                self.to_backend.is_empty() && self.held.is_none() && !self.client_eof;
+            tokio::select! {
+                n = cr.read_buf(&mut self.cbuf), if client_readable => {
+                    let n = n.map_err(RelayError::Client)?;
+                    self.quiet_blocked = false;
+                    if n == 0 {
+                        tracing::debug!(quit = core.proto.tracker.quit_sent(), "client closed");
+                        self.client_eof = true;
+                        continue;
+                    }
+                    self.up_bytes.inc_by(n as u64);
+                    self.take_client_packets(core);
+                }
+                n = br.read_buf(&mut self.sbuf), if self.to_client.is_empty() => {
+                    // Bytes while no command is outstanding are the server's
+                    // notice that it is shutting down or killed the connection.
+                    let idle = core.proto.idle() && self.held.is_none() && self.to_backend.is_empty();
+                    let lost = match n {
+                        Ok(0) | Err(_) => true,
+                        Ok(_) => idle,
+                    };
+                    if lost {
+                        tracing::debug!(quit = core.proto.tracker.quit_sent(), "backend closed");
+                        if core.proto.tracker.quit_sent() {
+                            return Ok(Step::Closed);
+                        }
+                        if !idle {
+                            return Err(RelayError::BackendClosed);
+                        }
+                        self.sbuf.clear();
+                        return Ok(Step::BackendLost);
+                    }
+                    let n = n.map_err(RelayError::Backend)?;
+                    self.down_bytes.inc_by(n as u64);
+                    if core.statements.translated() {
+                        self.to_client = core.server_packets_mapped(&mut self.sbuf);
+                    } else {
+                        core.server_bytes(&self.sbuf);
+                        self.to_client = self.sbuf.split();
+                    }
+                    if self.sbuf.capacity() < READ_CHUNK {
+                        self.sbuf.reserve(READ_CHUNK);
+                    }
+                }
+                w = bw.write(&self.to_backend), if !self.to_backend.is_empty() => {
+                    let n = w.map_err(RelayError::Backend)?;
+                    self.to_backend.advance(n);
+                }
+                w = cw.write(&self.to_client), if !self.to_client.is_empty() => {
+                    let n = w.map_err(RelayError::Client)?;
+                    self.to_client.advance(n);
+                    if self.to_client.is_empty() {
+                        cw.flush().await.map_err(RelayError::Client)?;
+                    }
+                }
+                _ = core.session.move_requested() => {}
+            }
+        }
+    }
+
+    /// Moves every complete client packet from the read buffer to the
+    /// backend's queue, feeding the state machine, and stops at a
+    /// COM_CHANGE_USER (held until everything before it is answered).
+    fn take_client_packets(&mut self, core: &mut Core) {
+        while self.held.is_none() {
+            let Some(total) = protocol::frame_len(&self.cbuf) else {
+                break;
+            };
+            let t = &core.proto.tracker;
+            let starts_command =
+                !core.client_continues && !t.in_infile() && !t.in_auth() && !t.lost_sync();
+            let first = self.cbuf.get(4).copied();
+            let mut packet = self.cbuf.split_to(total);
+            core.client_continues = total - 4 == protocol::MAX_FRAGMENT;
+            if starts_command && first == Some(COM_CHANGE_USER) {
+                self.held = Some(packet);
+                break;
+            }
+            core.client_packet(&mut packet, starts_command);
+            self.to_backend.unsplit(packet);
+        }
+        core.publish();
+    }
+
+    /// The server went away and the session could not be carried over:
+    /// answers the client's next command with a clear error, then closes.
+    pub async fn fail_next_command(
+        &mut self,
+        pair: &mut Pair,
+        server: &str,
+        caps: u32,
+    ) -> RelayError {
+        loop {
+            if protocol::frame_len(&self.cbuf).is_some() {
+                let seq = self.cbuf.get(3).copied().unwrap_or(0).wrapping_add(1);
+                let err = ErrPacket::new(
+                    protocol::constants::error::CR_SERVER_LOST,
+                    b"HY000",
+                    format!(
+                        "Lost connection to backend server '{server}'; the session could not be carried to another server"
+                    ),
+                );
+                if let Err(e) = write_packet(&mut pair.client, seq, &err.to_payload(caps)).await {
+                    return RelayError::Client(e);
+                }
+                let _ = pair.client.shutdown().await;
+                return RelayError::ServerLost {
+                    server: server.to_string(),
+                };
+            }
+            match pair.client.read_buf(&mut self.cbuf).await {
+                Ok(0) => {
+                    return RelayError::ServerLost {
+                        server: server.to_string(),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return RelayError::Client(e),
+            }
+        }
+    }
+}
+
+/// Writes one packet to the client.
+pub async fn write_packet(
+    client: &mut ClientStream,
+    seq: u8,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    let mut out = BytesMut::with_capacity(payload.len() + 4);
+    protocol::write_packet(&mut out, seq, payload);
+    client.write_all(&out).await?;
+    client.flush().await
+}
