@@ -85,11 +85,13 @@ mod pod {
 //
 // An application on this host connects to the listener. `redirector_sockops`
 // (sock_ops on the cgroup) sees its socket reach ESTABLISHED and puts it in
-// [`APPS`] under its [`app_key`], and marks the key in [`LOCAL_APPS`]. The
-// daemon accepts the other end, runs the handshake and login in userspace,
-// and, whenever the session is idle, *arms* it: the backend socket goes into
-// [`BACKENDS`] (stream verdict attached) and the session's entries
-// in [`CTL`], [`TRACK`] and [`SESSION_COUNTERS`] are written. From then on:
+// [`APPS`] under its socket cookie, and records its flow ([`FlowKey`]) →
+// cookie in [`LOCAL_APPS`] (the daemon finds the cookie from the accepted
+// socket's addresses; sk_msg programs cannot read cookies). The daemon
+// accepts the other end, runs the handshake and login in userspace, and,
+// whenever the session is idle, *arms* it: the backend socket goes into
+// [`BACKENDS`] (stream verdict attached) and the session's entries in
+// [`CTL`], [`TRACK`] and [`SESSION_COUNTERS`] are written. From then on:
 //
 // - `redirector_msg` (sk_msg on [`APPS`]) sees each client packet, feeds it
 //   to the shared `mysql::Tracker` in [`TRACK`] and redirects it to the
@@ -100,33 +102,50 @@ mod pod {
 // - `redirector_backend` (stream verdict on [`BACKENDS`]) walks each
 //   segment's MySQL packets through the shared framer and tracker and
 //   redirects it into the application socket's receive queue
-//   (`BPF_F_INGRESS`) while a kernel-forwarded command's response is in
-//   flight, and passes it to the daemon otherwise. (A stream parser would
-//   hand over one packet at a time, but BPF parsers see each segment from
-//   its start, not from the message offset, so they cannot frame MySQL.)
+//   (`BPF_F_INGRESS`) while a response to a command the kernel forwarded is
+//   unfinished (tracker in flight, or the framer inside a packet). Anything
+//   else is passed to the daemon, and so is every later segment until the
+//   daemon arms again (the server-side pass guard), so kernel and daemon
+//   bytes never interleave. A segment the tracker cannot follow is passed
+//   whole with the protocol state restored to the segment's start: the
+//   daemon continues exactly there (a kernel give-up is a park, never a
+//   dead session).
+// - `redirector_app_pass` (stream verdict on [`APPS`]) passes what the
+//   daemon writes to the application: with a verdict, those bytes queue
+//   behind redirected ones (one FIFO into the application).
+//
+// Every per-session entry is keyed by a socket cookie, never by an address:
+// a port reused by another connection, or another daemon's programs seeing
+// our sockets close, cannot touch a live session's state.
 
-/// Map name: application sockets (`SockHash<u64>`, key = [`app_key`]).
+/// Map name: application sockets (`SockHash<u64>`, key = app socket cookie).
 pub const APPS: &str = "APPS";
 /// Map name: backend sockets of armed sessions (`SockHash<u64>`, key = socket cookie).
 pub const BACKENDS: &str = "BACKENDS";
-/// Map name: application keys sock_ops has seen (`HashMap<u64, u64>`, value = app socket cookie).
+/// Map name: flows sock_ops has seen (`HashMap<FlowKey, u64>`, value = app socket cookie).
 pub const LOCAL_APPS: &str = "LOCAL_APPS";
-/// Map name: per-session control word (`HashMap<u64, SessionCtl>`), daemon-written.
+/// Map name: per-session control word (`HashMap<u64, SessionCtl>`, key = app
+/// cookie), daemon-written.
 pub const CTL: &str = "CTL";
-/// Map name: per-session protocol state (`HashMap<u64, KernelTrack>`).
+/// Map name: per-session protocol state (`HashMap<u64, KernelTrack>`, key = app cookie).
 pub const TRACK: &str = "TRACK";
-/// Map name: per-session counters (`HashMap<u64, SessionCounters>`), kernel-written.
+/// Map name: per-session counters (`HashMap<u64, SessionCounters>`, key =
+/// app cookie), kernel-written.
 pub const SESSION_COUNTERS: &str = "SESSION_COUNTERS";
-/// Map name: backend socket cookie → app key (`HashMap<u64, u64>`).
+/// Map name: backend socket cookie → app cookie (`HashMap<u64, u64>`).
 pub const BSIDES: &str = "BSIDES";
-/// Map name: `ProgramArray` whose slot 0 holds the backend verdict (it
-/// tail-calls itself to walk long segments).
+/// Map name: `ProgramArray` of the backend verdicts (they tail-call each
+/// other to walk long segments).
 pub const BACKEND_JUMP: &str = "BACKEND_JUMP";
 /// Map name: the listener the sock_ops program matches (`Array<ListenConfig>`, one entry).
 pub const CONFIG: &str = "CONFIG";
+/// Map name: why the programs did what they did (`PerCpuArray<u64>`,
+/// index = a `KSTAT_*` value), summed by the daemon for `/metrics`.
+pub const KSTATS: &str = "KSTATS";
 
 pub const SOCKOPS_PROGRAM: &str = "redirector_sockops";
 pub const MSG_PROGRAM: &str = "redirector_msg";
+pub const APP_PASS_PROGRAM: &str = "redirector_app_pass";
 pub const BACKEND_VERDICT_PROGRAM: &str = "redirector_backend";
 pub const BACKEND_FULL_PROGRAM: &str = "redirector_backend_full";
 pub const BACKEND_STRADDLE_PROGRAM: &str = "redirector_backend_straddle";
@@ -134,12 +153,17 @@ pub const BACKEND_STRADDLE_PROGRAM: &str = "redirector_backend_straddle";
 /// Capacity of the session maps.
 pub const MAX_SESSIONS: u32 = 65_536;
 
-/// The key of an application socket: its own (local) IPv4 address and port,
-/// which the daemon sees as the accepted socket's peer address. Unique among
-/// live connections to one listener.
-#[inline(always)]
-pub const fn app_key(ip4_network_order: u32, port_host_order: u32) -> u64 {
-    ((ip4_network_order as u64) << 16) | (port_host_order as u64 & 0xFFFF)
+/// An application's connection to our listener, as sock_ops (at
+/// ESTABLISHED), sk_msg (each message) and the daemon (the accepted
+/// socket's peer and local address) all see it. Addresses in network
+/// order, ports in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub app_ip4: u32,
+    pub listen_ip4: u32,
+    pub app_port: u32,
+    pub listen_port: u32,
 }
 
 /// Which listener sock_ops matches.
@@ -163,11 +187,13 @@ pub struct SessionCtl {
     pub backend_cookie: u64,
     /// [`SESSION_FORWARD`], or 0 = pass everything to the daemon.
     pub mode: u32,
-    /// Non-zero: HOLD. New client bytes are passed to the daemon; responses
-    /// already in flight still complete in the kernel.
+    /// Non-zero: HOLD. New client bytes are passed to the daemon; a
+    /// response already in flight still completes in the kernel.
     pub hold: u32,
     /// Arming generation. The kernel punts by writing it into
-    /// [`KernelTrack::punt_epoch`]; arming again uses a new epoch.
+    /// [`KernelTrack::punt_epoch`] (client side) or
+    /// [`KernelTrack::server_punt_epoch`] (server side); arming again uses
+    /// a new epoch.
     pub epoch: u64,
     /// Client bytes are redirected only while
     /// [`SessionCounters::client_passed_bytes`] equals this (bytes passed to
@@ -183,10 +209,17 @@ pub struct SessionCtl {
 pub struct KernelTrack {
     /// The same state machine the userspace relay runs.
     pub tracker: crate::mysql::Tracker,
-    /// Equals [`SessionCtl::epoch`] once the kernel has punted this arming.
+    /// Framing of the backend's stream (packets straddle segments).
+    pub server: crate::mysql::Framer,
+    /// Equals [`SessionCtl::epoch`] once the client side punted this arming.
     pub punt_epoch: u64,
-    /// Why the kernel punted (a `PUNT_*` value).
+    /// Equals [`SessionCtl::epoch`] once the server side passed a segment
+    /// to the daemon in this arming: every later segment is passed too.
+    pub server_punt_epoch: u64,
+    /// Why the client side punted (a `PUNT_*` value).
     pub punt_reason: u32,
+    /// Why the server side passed (a `SPASS_*` value).
+    pub server_punt_reason: u32,
     /// Non-zero while a backend verdict chain (tail calls) walks a segment:
     /// `resume_off` is where the next program continues. Kept per session,
     /// not per CPU: verdict runs of one socket are serialised by its lock,
@@ -195,9 +228,42 @@ pub struct KernelTrack {
     pub resume_off: u32,
     /// A packet the straddle step completed, for the full step.
     pub has_pending: u32,
+    pub _pad: u32,
     pub pending: crate::mysql::PacketInfo,
-    /// Framing of the backend's stream (packets straddle segments).
-    pub server: crate::mysql::Framer,
+    /// The tracker and framer as they were at the start of the segment
+    /// being walked: restored when the segment is given up, so the daemon
+    /// continues exactly where the kernel stopped following.
+    pub start_tracker: crate::mysql::Tracker,
+    pub start_server: crate::mysql::Framer,
+}
+
+impl KernelTrack {
+    /// Fresh state for an arming: the daemon's tracker, both streams at a
+    /// packet boundary.
+    pub const fn armed(tracker: crate::mysql::Tracker) -> Self {
+        KernelTrack {
+            tracker,
+            server: crate::mysql::Framer::new(),
+            punt_epoch: 0,
+            server_punt_epoch: 0,
+            punt_reason: 0,
+            server_punt_reason: 0,
+            resume_active: 0,
+            resume_off: 0,
+            has_pending: 0,
+            _pad: 0,
+            pending: crate::mysql::PacketInfo::EMPTY,
+            start_tracker: tracker,
+            start_server: crate::mysql::Framer::new(),
+        }
+    }
+
+    /// The response to the last command the kernel forwarded is complete:
+    /// the tracker has nothing in flight and the server stream stands
+    /// between packets (the last packet's tail is not still to come).
+    pub fn response_done(&self) -> bool {
+        !self.tracker.in_flight() && self.server.at_boundary()
+    }
 }
 
 pub const PUNT_NONE: u32 = 0;
@@ -212,6 +278,16 @@ pub const PUNT_FRAMING: u32 = 3;
 pub const PUNT_HOLD: u32 = 4;
 /// The backend socket is not in [`BACKENDS`].
 pub const PUNT_NO_BACKEND: u32 = 5;
+
+/// Server side passed: bytes with no response outstanding (the server's
+/// notice that it is shutting down or killed the connection).
+pub const SPASS_UNSOLICITED: u32 = 1;
+/// Server side passed: the tracker could not follow a segment (too many
+/// packets needing the full state machine, or a packet that cannot occur).
+pub const SPASS_GIVE_UP: u32 = 2;
+/// Server side passed: the redirect into the application failed (its
+/// socket is gone from [`APPS`]).
+pub const SPASS_REDIRECT_FAILED: u32 = 3;
 
 /// Per-session counters, kernel-written (atomic adds), daemon-read.
 #[repr(C)]
@@ -236,6 +312,56 @@ pub struct SessionCounters {
     pub punts: u64,
 }
 
+// Indices of KSTATS: why programs passed, gave up or skipped a delete.
+/// sk_msg: a message on a socket with no session entry (passed).
+pub const KSTAT_MSG_NO_SESSION: u32 = 0;
+/// sk_msg punts, by `PUNT_*` reason (1..=5).
+pub const KSTAT_MSG_PUNT_BASE: u32 = 1;
+/// Backend verdict: a segment on a socket with no session (BSIDES/TRACK
+/// miss) or a session not armed (passed).
+pub const KSTAT_SEG_NOT_ARMED: u32 = 8;
+/// Backend verdict: a segment passed because an earlier one was (the
+/// server-side pass guard).
+pub const KSTAT_SEG_AFTER_PASS: u32 = 9;
+/// Backend verdict passes, by `SPASS_*` reason (1..=3).
+pub const KSTAT_SEG_PASS_BASE: u32 = 10;
+/// Backend verdict: segments redirected into the application.
+pub const KSTAT_SEG_REDIRECTED: u32 = 14;
+/// sock_ops at close: entries of this socket removed.
+pub const KSTAT_CLOSE_CLEANED: u32 = 15;
+/// sock_ops at close: the flow's entry belonged to another (newer) socket
+/// and was left alone.
+pub const KSTAT_CLOSE_NOT_OWNER: u32 = 16;
+/// sock_ops at establish: the socket could not be put in the maps (full).
+pub const KSTAT_ESTABLISH_FAILED: u32 = 17;
+/// Number of KSTATS slots.
+pub const KSTAT_SLOTS: u32 = 18;
+
+/// Names of the KSTATS slots for `/metrics` (`redirector_kernel_events_total{event}`).
+pub const KSTAT_NAMES: [(u32, &str); 15] = [
+    (KSTAT_MSG_NO_SESSION, "msg_no_session"),
+    (KSTAT_MSG_PUNT_BASE + PUNT_SLOW_COMMAND, "punt_slow_command"),
+    (KSTAT_MSG_PUNT_BASE + PUNT_PIPELINED, "punt_pipelined"),
+    (KSTAT_MSG_PUNT_BASE + PUNT_FRAMING, "punt_framing"),
+    (KSTAT_MSG_PUNT_BASE + PUNT_HOLD, "punt_hold"),
+    (KSTAT_MSG_PUNT_BASE + PUNT_NO_BACKEND, "punt_no_backend"),
+    (KSTAT_SEG_NOT_ARMED, "segment_not_armed"),
+    (KSTAT_SEG_AFTER_PASS, "segment_after_pass"),
+    (
+        KSTAT_SEG_PASS_BASE + SPASS_UNSOLICITED,
+        "segment_unsolicited",
+    ),
+    (KSTAT_SEG_PASS_BASE + SPASS_GIVE_UP, "segment_give_up"),
+    (
+        KSTAT_SEG_PASS_BASE + SPASS_REDIRECT_FAILED,
+        "segment_redirect_failed",
+    ),
+    (KSTAT_SEG_REDIRECTED, "segment_redirected"),
+    (KSTAT_CLOSE_CLEANED, "close_cleaned"),
+    (KSTAT_CLOSE_NOT_OWNER, "close_not_owner"),
+    (KSTAT_ESTABLISH_FAILED, "establish_failed"),
+];
+
 #[cfg(feature = "user")]
 mod session_pod {
     // SAFETY: #[repr(C)], integers (and the Pod tracker) only, no padding
@@ -244,18 +370,21 @@ mod session_pod {
     unsafe impl aya::Pod for super::SessionCtl {}
     unsafe impl aya::Pod for super::KernelTrack {}
     unsafe impl aya::Pod for super::SessionCounters {}
+    unsafe impl aya::Pod for super::FlowKey {}
 }
 
 /// Map name: statements whose COM_STMT_EXECUTE the kernel may carry
 /// (`HashMap<StmtKey, u32>`): the daemon has seen their parameter types (or
-/// they have none), so it can re-send them after a move.
+/// they have none) and the current server has them, so it can re-send them
+/// after a move.
 pub const TYPED: &str = "TYPED";
 
 /// Key of [`TYPED`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct StmtKey {
-    pub app_key: u64,
+    /// Cookie of the application socket.
+    pub app_cookie: u64,
     pub stmt_id: u32,
     pub _pad: u32,
 }

@@ -96,17 +96,25 @@ mod prog {
         },
         helpers::generated::{bpf_msg_apply_bytes, bpf_msg_pull_data},
         macros::{sk_msg, sock_ops},
-        maps::{Array, ProgramArray},
+        maps::{Array, PerCpuArray, ProgramArray},
         programs::{SkMsgContext, SockOpsContext},
     };
     use redirector_common::maps::{
-        app_key, KernelTrack, ListenConfig, SessionCounters, SessionCtl, StmtKey, MAX_SESSIONS,
-        PUNT_FRAMING, PUNT_HOLD, PUNT_NO_BACKEND, PUNT_PIPELINED, PUNT_SLOW_COMMAND,
-        SESSION_FORWARD,
+        FlowKey, KernelTrack, ListenConfig, SessionCounters, SessionCtl, StmtKey,
+        KSTAT_CLOSE_CLEANED, KSTAT_CLOSE_NOT_OWNER, KSTAT_ESTABLISH_FAILED, KSTAT_MSG_NO_SESSION,
+        KSTAT_MSG_PUNT_BASE, KSTAT_SEG_AFTER_PASS, KSTAT_SEG_NOT_ARMED, KSTAT_SEG_PASS_BASE,
+        KSTAT_SEG_REDIRECTED, KSTAT_SLOTS, MAX_SESSIONS, PUNT_FRAMING, PUNT_HOLD, PUNT_NO_BACKEND,
+        PUNT_PIPELINED, PUNT_SLOW_COMMAND, SESSION_FORWARD, SPASS_GIVE_UP, SPASS_REDIRECT_FAILED,
+        SPASS_UNSOLICITED,
     };
     use redirector_common::mysql::{self, PacketInfo, PREFIX_LEN};
 
     const AF_INET: u32 = 2;
+    /// `BPF_F_NO_PREALLOC`: elements the daemon replaces or deletes are
+    /// freed after an RCU grace period, so a program still holding the old
+    /// value writes into it instead of into a recycled element that now
+    /// belongs to another session (a preallocated hash reuses at once).
+    const NO_PREALLOC: u32 = 1;
     /// include/net/tcp_states.h
     const TCP_CLOSE: u32 = 7;
     const HEADER: usize = 4;
@@ -118,83 +126,131 @@ mod prog {
     #[map(name = "BACKENDS")]
     static BACKENDS: SockHash<u64> = SockHash::with_max_entries(MAX_SESSIONS, 0);
     #[map(name = "LOCAL_APPS")]
-    static LOCAL_APPS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_SESSIONS, 0);
+    static LOCAL_APPS: HashMap<FlowKey, u64> = HashMap::with_max_entries(MAX_SESSIONS, NO_PREALLOC);
     #[map(name = "CTL")]
-    static CTL: HashMap<u64, SessionCtl> = HashMap::with_max_entries(MAX_SESSIONS, 0);
+    static CTL: HashMap<u64, SessionCtl> = HashMap::with_max_entries(MAX_SESSIONS, NO_PREALLOC);
     #[map(name = "TRACK")]
-    static TRACK: HashMap<u64, KernelTrack> = HashMap::with_max_entries(MAX_SESSIONS, 0);
+    static TRACK: HashMap<u64, KernelTrack> = HashMap::with_max_entries(MAX_SESSIONS, NO_PREALLOC);
     #[map(name = "SESSION_COUNTERS")]
     static SESSION_COUNTERS: HashMap<u64, SessionCounters> =
-        HashMap::with_max_entries(MAX_SESSIONS, 0);
+        HashMap::with_max_entries(MAX_SESSIONS, NO_PREALLOC);
     #[map(name = "BSIDES")]
-    static BSIDES: HashMap<u64, u64> = HashMap::with_max_entries(MAX_SESSIONS, 0);
+    static BSIDES: HashMap<u64, u64> = HashMap::with_max_entries(MAX_SESSIONS, NO_PREALLOC);
     #[map(name = "TYPED")]
-    static TYPED: HashMap<StmtKey, u32> = HashMap::with_max_entries(MAX_SESSIONS * 4, 0);
+    static TYPED: HashMap<StmtKey, u32> = HashMap::with_max_entries(MAX_SESSIONS * 4, NO_PREALLOC);
     #[map(name = "CONFIG")]
     static CONFIG: Array<ListenConfig> = Array::with_max_entries(1, 0);
+    #[map(name = "KSTATS")]
+    static KSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KSTAT_SLOTS, 0);
 
-    /// A port field of bpf_sock_ops: network order, in the low or (older
-    /// layout) high 16 bits.
+    /// Counts one event (per CPU: no atomics needed).
+    #[inline(always)]
+    fn kstat(slot: u32) {
+        if let Some(p) = KSTATS.get_ptr_mut(slot) {
+            // SAFETY: valid per-CPU map value; programs on one CPU do not
+            // preempt each other mid-instruction sequence here.
+            unsafe { *p += 1 };
+        }
+    }
+
+    /// A port field of bpf_sock_ops / sk_msg_md: network order, in the low or
+    /// (older layout) high 16 bits.
     #[inline(always)]
     fn port_of(field: u32) -> u32 {
         let raw = if field > 0xFFFF { field >> 16 } else { field };
         u32::from((raw as u16).swap_bytes())
     }
 
-    /// Puts application sockets connecting to our listener into APPS, with
-    /// zeroed counters so that every byte they send is accounted for, and
-    /// removes the session's entries when such a socket closes.
+    /// Whether a connection to `remote` is one to our listener.
+    #[inline(always)]
+    fn to_listener(remote_ip4: u32, remote_port: u32) -> bool {
+        let Some(cfg) = CONFIG.get(0) else {
+            return false;
+        };
+        cfg.port != 0 && remote_port == cfg.port && (cfg.ip4 == 0 || remote_ip4 == cfg.ip4)
+    }
+
+    /// Puts application sockets connecting to our listener into APPS under
+    /// their cookie, with zeroed counters so that every byte they send is
+    /// accounted for, and removes this socket's entries when it closes.
+    /// Every sock_ops program of the cgroup runs for every flagged socket
+    /// (another daemon's too): all keys are this socket's cookie, and the
+    /// flow entry is removed only if it still names this socket.
     #[sock_ops]
     pub fn redirector_sockops(ctx: SockOpsContext) -> u32 {
         let op = ctx.op();
         if ctx.family() != AF_INET {
             return 0;
         }
+        if op != BPF_SOCK_OPS_STATE_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
+            return 0;
+        }
+        let remote_port = port_of(ctx.remote_port());
+        if !to_listener(ctx.remote_ip4(), remote_port) {
+            return 0;
+        }
+        let flow = FlowKey {
+            app_ip4: ctx.local_ip4(),
+            listen_ip4: ctx.remote_ip4(),
+            app_port: ctx.local_port(),
+            listen_port: remote_port,
+        };
+        // SAFETY: the helper only reads the socket.
+        let mut cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
         if op == BPF_SOCK_OPS_STATE_CB {
             // args[1] is the new state.
             if ctx.arg(1) == TCP_CLOSE {
-                let key = app_key(ctx.local_ip4(), ctx.local_port());
-                // Only ours: the flag is set below on our sockets only.
-                let _ = LOCAL_APPS.remove(&key);
-                let _ = CTL.remove(&key);
-                let _ = TRACK.remove(&key);
-                let _ = SESSION_COUNTERS.remove(&key);
+                // SAFETY: copied out at once.
+                match unsafe { LOCAL_APPS.get(&flow) }.copied() {
+                    Some(owner) if owner == cookie => {
+                        let _ = LOCAL_APPS.remove(&flow);
+                    }
+                    Some(_) => kstat(KSTAT_CLOSE_NOT_OWNER),
+                    None => {}
+                }
+                let _ = CTL.remove(&cookie);
+                let _ = TRACK.remove(&cookie);
+                if SESSION_COUNTERS.remove(&cookie).is_ok() {
+                    kstat(KSTAT_CLOSE_CLEANED);
+                }
             }
             return 0;
         }
-        if op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
-            return 0;
-        }
-        let Some(cfg) = CONFIG.get(0) else {
-            return 0;
-        };
-        if cfg.port == 0 || port_of(ctx.remote_port()) != cfg.port {
-            return 0;
-        }
-        if cfg.ip4 != 0 && ctx.remote_ip4() != cfg.ip4 {
-            return 0;
-        }
-        let mut key = app_key(ctx.local_ip4(), ctx.local_port());
-        // SAFETY: the helper only reads the socket.
-        let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
         if SESSION_COUNTERS
-            .insert(&key, &SessionCounters::default(), u64::from(BPF_NOEXIST))
+            .insert(&cookie, &SessionCounters::default(), u64::from(BPF_NOEXIST))
             .is_err()
         {
+            kstat(KSTAT_ESTABLISH_FAILED);
             return 0;
         }
-        let _ = LOCAL_APPS.insert(&key, &cookie, 0);
+        if LOCAL_APPS.insert(&flow, &cookie, 0).is_err() {
+            let _ = SESSION_COUNTERS.remove(&cookie);
+            kstat(KSTAT_ESTABLISH_FAILED);
+            return 0;
+        }
         // SAFETY: ctx.ops is the program's context.
         if APPS
-            .update(&mut key, unsafe { &mut *ctx.ops }, u64::from(BPF_NOEXIST))
+            .update(
+                &mut cookie,
+                unsafe { &mut *ctx.ops },
+                u64::from(BPF_NOEXIST),
+            )
             .is_err()
         {
-            let _ = LOCAL_APPS.remove(&key);
-            let _ = SESSION_COUNTERS.remove(&key);
+            let _ = LOCAL_APPS.remove(&flow);
+            let _ = SESSION_COUNTERS.remove(&cookie);
+            kstat(KSTAT_ESTABLISH_FAILED);
             return 0;
         }
         let _ = ctx.set_cb_flags(BPF_SOCK_OPS_STATE_CB_FLAG as i32);
         0
+    }
+
+    /// What the daemon writes to an application socket: passed, so it
+    /// queues behind bytes the backend verdict redirected there (one FIFO).
+    #[stream_verdict]
+    pub fn redirector_app_pass(_ctx: SkBuffContext) -> u32 {
+        sk_action::SK_PASS
     }
 
     /// Passes a client message to the daemon and remembers that this arming
@@ -213,6 +269,7 @@ mod prog {
                 (*t).punt_epoch = epoch;
                 (*t).punt_reason = reason;
                 add(&raw mut (*c).punts, 1);
+                kstat(KSTAT_MSG_PUNT_BASE + reason);
             }
             add(&raw mut (*c).client_passed_bytes, u64::from(size));
         }
@@ -221,30 +278,45 @@ mod prog {
 
     #[sk_msg]
     pub fn redirector_msg(ctx: SkMsgContext) -> u32 {
+        // sk_msg programs cannot read socket cookies: find the session by
+        // the flow sock_ops recorded.
         // SAFETY: ctx.msg is the program's context.
-        let (ip, port) = unsafe { ((*ctx.msg).local_ip4, (*ctx.msg).local_port) };
-        let key = app_key(ip, port);
-        let Some(c) = SESSION_COUNTERS.get_ptr_mut(&key) else {
+        let flow = unsafe {
+            let m = &*ctx.msg;
+            FlowKey {
+                app_ip4: m.local_ip4,
+                listen_ip4: m.remote_ip4,
+                app_port: m.local_port,
+                listen_port: port_of(m.remote_port),
+            }
+        };
+        // SAFETY: copied out at once.
+        let Some(cookie) = (unsafe { LOCAL_APPS.get(&flow) }).copied() else {
+            kstat(KSTAT_MSG_NO_SESSION);
+            return sk_action::SK_PASS;
+        };
+        let Some(c) = SESSION_COUNTERS.get_ptr_mut(&cookie) else {
+            kstat(KSTAT_MSG_NO_SESSION);
             return sk_action::SK_PASS;
         };
         // SAFETY: valid map value pointer; the add is a full barrier that
         // orders it before the CTL read below (see SessionCounters).
         unsafe { add(&raw mut (*c).msg_runs_started, 1) };
-        let verdict = msg_verdict(&ctx, key, c);
+        let verdict = msg_verdict(&ctx, cookie, c);
         // SAFETY: as above.
         unsafe { add(&raw mut (*c).msg_runs_done, 1) };
         verdict
     }
 
     #[inline(always)]
-    fn msg_verdict(ctx: &SkMsgContext, key: u64, c: *mut SessionCounters) -> u32 {
+    fn msg_verdict(ctx: &SkMsgContext, cookie: u64, c: *mut SessionCounters) -> u32 {
         let size = ctx.size();
         // SAFETY: copied out at once.
-        let Some(ctl) = (unsafe { CTL.get(&key) }).copied() else {
+        let Some(ctl) = (unsafe { CTL.get(&cookie) }).copied() else {
             unsafe { add(&raw mut (*c).client_passed_bytes, u64::from(size)) };
             return sk_action::SK_PASS;
         };
-        let Some(t) = TRACK.get_ptr_mut(&key) else {
+        let Some(t) = TRACK.get_ptr_mut(&cookie) else {
             unsafe { add(&raw mut (*c).client_passed_bytes, u64::from(size)) };
             return sk_action::SK_PASS;
         };
@@ -307,7 +379,8 @@ mod prog {
         if tracker.in_infile() {
             // LOCAL INFILE data: part of the command in flight.
         } else {
-            if !tracker.idle() {
+            // SAFETY: as above.
+            if !unsafe { (*t).response_done() } {
                 return punt(t, c, ctl.epoch, PUNT_PIPELINED, size);
             }
             if !mysql::kernel_path_command(p.prefix()) {
@@ -317,7 +390,7 @@ mod prog {
                 let stmt_id =
                     u32::from_le_bytes([p.prefix[1], p.prefix[2], p.prefix[3], p.prefix[4]]);
                 let sk = StmtKey {
-                    app_key: key,
+                    app_cookie: cookie,
                     stmt_id,
                     _pad: 0,
                 };
@@ -407,7 +480,8 @@ mod prog {
         i
     }
 
-    /// Slot 0: `redirector_backend`, slot 1: `redirector_backend_full` (set by the daemon).
+    /// Slot 0: `redirector_backend`, 1: `redirector_backend_full`, 2:
+    /// `redirector_backend_straddle` (filled by the daemon's loader).
     #[map(name = "BACKEND_JUMP")]
     static BACKEND_JUMP: ProgramArray = ProgramArray::with_max_entries(3, 0);
 
@@ -420,22 +494,57 @@ mod prog {
 
     /// The session a backend segment belongs to, and where this run starts.
     struct Segment {
-        key: u64,
+        app: u64,
+        epoch: u64,
         c: *mut SessionCounters,
         t: *mut KernelTrack,
         off: u32,
         len: u32,
     }
 
-    /// Looks up the segment's session; `None` = pass it to the daemon.
+    /// Passes a backend segment to the daemon, and every later one of this
+    /// arming too (the server-side pass guard).
     #[inline(always)]
-    fn segment(ctx: &SkBuffContext) -> Option<Segment> {
+    fn server_pass(
+        t: *mut KernelTrack,
+        c: *mut SessionCounters,
+        epoch: u64,
+        reason: u32,
+        len: u32,
+    ) -> u32 {
+        // SAFETY: map value pointers valid for this run; verdict runs of one
+        // socket are serialised by its lock.
+        unsafe {
+            if (*t).server_punt_epoch != epoch {
+                (*t).server_punt_epoch = epoch;
+                (*t).server_punt_reason = reason;
+            }
+            add(&raw mut (*c).server_passed_bytes, u64::from(len));
+        }
+        kstat(KSTAT_SEG_PASS_BASE + reason);
+        sk_action::SK_PASS
+    }
+
+    /// Looks up the segment's session and decides, at the start of a
+    /// segment, whether the kernel carries it. `Err(verdict)`: the segment
+    /// is passed to the daemon.
+    #[inline(always)]
+    fn segment(ctx: &SkBuffContext) -> Result<Segment, u32> {
         // SAFETY: the helper only reads the skb's socket.
         let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+        let not_armed = || {
+            kstat(KSTAT_SEG_NOT_ARMED);
+            sk_action::SK_PASS
+        };
         // SAFETY: copied out at once.
-        let key = (unsafe { BSIDES.get(cookie) }).copied()?;
-        let c = SESSION_COUNTERS.get_ptr_mut(&key)?;
-        let t = TRACK.get_ptr_mut(&key)?;
+        let app = (unsafe { BSIDES.get(cookie) })
+            .copied()
+            .ok_or_else(not_armed)?;
+        let c = SESSION_COUNTERS.get_ptr_mut(&app).ok_or_else(not_armed)?;
+        let t = TRACK.get_ptr_mut(&app).ok_or_else(not_armed)?;
+        // SAFETY: copied out at once.
+        let ctl = (unsafe { CTL.get(&app) }).copied().ok_or_else(not_armed)?;
+        let len = ctx.len();
         // SAFETY: valid map value pointer; verdict runs of this socket (and
         // the tail calls of one run) are serialised by the socket's lock.
         let resumed = unsafe { (*t).resume_active != 0 };
@@ -445,25 +554,35 @@ mod prog {
             0
         };
         unsafe { (*t).resume_active = 0 };
-        let len = ctx.len();
         if !resumed {
-            // SAFETY: the pending packet belongs to an earlier chain only.
-            unsafe { (*t).has_pending = 0 };
-            // SAFETY: copied out at once.
-            let mode = match unsafe { CTL.get(&key) } {
-                Some(ctl) => ctl.mode,
-                None => 0,
-            };
-            // SAFETY: valid map value pointer.
-            if mode != SESSION_FORWARD || !unsafe { (*t).tracker.in_flight() } {
-                // Bytes for the daemon: answers to what it sent itself, or
-                // the server's unsolicited notice.
+            if ctl.mode != SESSION_FORWARD {
                 unsafe { add(&raw mut (*c).server_passed_bytes, u64::from(len)) };
-                return None;
+                return Err(not_armed());
+            }
+            // SAFETY: valid map value pointer.
+            if unsafe { (*t).server_punt_epoch } == ctl.epoch {
+                unsafe { add(&raw mut (*c).server_passed_bytes, u64::from(len)) };
+                kstat(KSTAT_SEG_AFTER_PASS);
+                return Err(sk_action::SK_PASS);
+            }
+            // SAFETY: valid map value pointer.
+            if unsafe { (*t).response_done() } {
+                // Bytes with no response outstanding: the server's notice
+                // that it is shutting down or killed the connection, or an
+                // answer to what the daemon sent itself.
+                return Err(server_pass(t, c, ctl.epoch, SPASS_UNSOLICITED, len));
+            }
+            // SAFETY: valid map value pointer. The state at the segment's
+            // start, restored if the segment is given up.
+            unsafe {
+                (*t).has_pending = 0;
+                (*t).start_tracker = (*t).tracker;
+                (*t).start_server = (*t).server;
             }
         }
-        Some(Segment {
-            key,
+        Ok(Segment {
+            app,
+            epoch: ctl.epoch,
             c,
             t,
             off,
@@ -471,26 +590,49 @@ mod prog {
         })
     }
 
+    /// The kernel cannot follow this segment: restores the protocol state
+    /// to the segment's start and passes the whole segment to the daemon,
+    /// which continues exactly there.
+    #[inline(always)]
+    fn give_up(seg: &Segment, reason: u32) -> u32 {
+        // SAFETY: valid map value pointer (see `segment`).
+        unsafe {
+            (*seg.t).tracker = (*seg.t).start_tracker;
+            (*seg.t).server = (*seg.t).start_server;
+            (*seg.t).has_pending = 0;
+            (*seg.t).resume_active = 0;
+        }
+        server_pass(seg.t, seg.c, seg.epoch, reason, seg.len)
+    }
+
     /// Continues in another program of BACKEND_JUMP at `seg.off`, or, when
-    /// the segment is done (or the tail call budget is spent), redirects it
-    /// into the application's receive queue.
+    /// the segment is done, redirects it into the application's receive
+    /// queue. A segment the tracker cannot follow (a packet that cannot
+    /// occur, or more packets than the tail-call budget) is given up.
     #[inline(always)]
     fn continue_or_finish(ctx: &SkBuffContext, seg: &Segment, next: u32) -> u32 {
-        // SAFETY: valid map value pointer (see redirector_backend).
-        let tr = unsafe { &mut *seg.t };
-        if seg.off < seg.len && !tr.tracker.lost_sync() {
+        // SAFETY: valid map value pointer (see `segment`).
+        let lost = unsafe { (*seg.t).tracker.lost_sync() };
+        if lost {
+            return give_up(seg, SPASS_GIVE_UP);
+        }
+        if seg.off < seg.len {
             // SAFETY: valid map value pointer, see `segment`.
             unsafe {
                 (*seg.t).resume_off = seg.off;
                 (*seg.t).resume_active = 1;
                 BACKEND_JUMP.tail_call(ctx, next);
-                // Only reached when the tail call failed (limit reached).
-                (*seg.t).resume_active = 0;
             }
-            tr.tracker.give_up();
+            // Only reached when the tail call failed (limit reached).
+            return give_up(seg, SPASS_GIVE_UP);
         }
-        let mut akey = seg.key;
+        let mut akey = seg.app;
         let ret = APPS.redirect_skb(ctx, &mut akey, u64::from(BPF_F_INGRESS));
+        if ret != i64::from(sk_action::SK_PASS) {
+            // The application's socket is gone: the daemon gets the bytes
+            // (and ends the session) instead of the kernel dropping them.
+            return give_up(seg, SPASS_REDIRECT_FAILED);
+        }
         // SAFETY: valid map value pointer.
         unsafe {
             add(
@@ -498,24 +640,24 @@ mod prog {
                 u64::from(seg.len),
             )
         };
-        ret as u32
+        kstat(KSTAT_SEG_REDIRECTED);
+        sk_action::SK_PASS
     }
 
     /// Backend → application. While a response to a command the kernel
-    /// forwarded is in flight, walks the segment's MySQL packets through the
-    /// shared framer and tracker and redirects the segment into the
+    /// forwarded is unfinished, walks the segment's MySQL packets through
+    /// the shared framer and tracker and redirects the segment into the
     /// application socket's receive queue; otherwise passes it to the daemon.
     ///
     /// This program walks rows and column definitions (first byte and length
     /// suffice) and tail-calls `redirector_backend_full` for a packet that
     /// needs the whole state machine, which tail-calls back. Two programs,
-    /// so that the verifier sees the walk and the state machine apart; a
-    /// segment may need up to 16 full packets (beyond that the tracker gives
-    /// up and the session is no longer followed).
+    /// so that the verifier sees the walk and the state machine apart.
     #[stream_verdict]
     pub fn redirector_backend(ctx: SkBuffContext) -> u32 {
-        let Some(mut seg) = segment(&ctx) else {
-            return sk_action::SK_PASS;
+        let mut seg = match segment(&ctx) {
+            Ok(s) => s,
+            Err(verdict) => return verdict,
         };
         // SAFETY: valid map value pointer; while a response is in flight
         // only this socket's verdict runs (serialised) write the tracker.
@@ -537,8 +679,9 @@ mod prog {
     /// and prefix are in it, else `redirector_backend_straddle` assembles it.
     #[stream_verdict]
     pub fn redirector_backend_full(ctx: SkBuffContext) -> u32 {
-        let Some(mut seg) = segment(&ctx) else {
-            return sk_action::SK_PASS;
+        let mut seg = match segment(&ctx) {
+            Ok(s) => s,
+            Err(verdict) => return verdict,
         };
         // SAFETY: as in redirector_backend.
         let tr = unsafe { &mut *seg.t };
@@ -575,8 +718,9 @@ mod prog {
     /// segment. A completed packet goes to `redirector_backend_full`.
     #[stream_verdict]
     pub fn redirector_backend_straddle(ctx: SkBuffContext) -> u32 {
-        let Some(mut seg) = segment(&ctx) else {
-            return sk_action::SK_PASS;
+        let mut seg = match segment(&ctx) {
+            Ok(s) => s,
+            Err(verdict) => return verdict,
         };
         // SAFETY: as in redirector_backend.
         let tr = unsafe { &mut *seg.t };
@@ -585,21 +729,20 @@ mod prog {
             let mut win = [0u8; PEEK];
             let n = load_window(&ctx, seg.off, seg.len - seg.off, &mut win);
             if n == 0 {
-                tr.tracker.give_up();
-            } else {
-                let (used, ev) = tr.server.next_event(win.get(..n).unwrap_or(&[]));
-                seg.off += used as u32;
-                if let Some(p) = ev {
-                    // SAFETY: valid map value pointer, see `segment`.
-                    unsafe {
-                        (*seg.t).pending = p;
-                        (*seg.t).has_pending = 1;
-                    }
-                    next = JUMP_FULL;
-                    if seg.off >= seg.len {
-                        // The packet's tracker step must still run.
-                        return full_then_finish(&ctx, &seg);
-                    }
+                return give_up(&seg, SPASS_GIVE_UP);
+            }
+            let (used, ev) = tr.server.next_event(win.get(..n).unwrap_or(&[]));
+            seg.off += used as u32;
+            if let Some(p) = ev {
+                // SAFETY: valid map value pointer, see `segment`.
+                unsafe {
+                    (*seg.t).pending = p;
+                    (*seg.t).has_pending = 1;
+                }
+                next = JUMP_FULL;
+                if seg.off >= seg.len {
+                    // The packet's tracker step must still run.
+                    return full_then_finish(&ctx, &seg);
                 }
             }
         }
@@ -615,11 +758,9 @@ mod prog {
             (*seg.t).resume_off = seg.off;
             (*seg.t).resume_active = 1;
             BACKEND_JUMP.tail_call(ctx, JUMP_FULL);
-            (*seg.t).resume_active = 0;
-            (*seg.t).has_pending = 0;
-            (*seg.t).tracker.give_up();
         }
-        continue_or_finish(ctx, seg, JUMP_HEAD)
+        // Only reached when the tail call failed.
+        give_up(seg, SPASS_GIVE_UP)
     }
 
     #[panic_handler]

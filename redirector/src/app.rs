@@ -15,7 +15,7 @@ use crate::accounts::{AccountError, AccountStore};
 use crate::backend::routing::{Routing, RoutingError};
 use crate::backend::{Backend, Backends};
 use crate::config::Config;
-use crate::datapath::local_app::{LocalApp, MapEntriesCollector};
+use crate::datapath::local_app::{EventsCollector, LocalApp, MapEntriesCollector};
 use crate::metrics::{DatapathKind, Metrics};
 use crate::protocol::GreetingTemplate;
 use crate::session::{MoveLog, SessionCtx, SessionRegistry, SessionState};
@@ -77,6 +77,7 @@ impl App {
         })];
         if let Some(k) = &kernel {
             collectors.push(Box::new(MapEntriesCollector(k.clone())));
+            collectors.push(Box::new(EventsCollector(k.clone())));
         }
         let mode = if kernel.is_some() {
             DatapathKind::Ebpf

@@ -91,9 +91,12 @@ struct Established {
 pub async fn serve_client(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
     // Decided here, once: dropping it (refused, failed login, or ended)
     // removes every kernel entry of the connection.
-    let mut offload = match &app.kernel {
-        Some(k) => k.session_for(peer).map_or(Offload::None, Offload::LocalApp),
-        None => Offload::None,
+    let local = stream.local_addr().ok();
+    let mut offload = match (&app.kernel, local) {
+        (Some(k), Some(local)) => k
+            .session_for(peer, local)
+            .map_or(Offload::None, Offload::LocalApp),
+        _ => Offload::None,
     };
     let _ = stream.set_nodelay(true);
     let mut io = PacketIo::new(ClientStream::Plain(stream));

@@ -36,18 +36,18 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use aya::maps::{Array, HashMap, MapData, SockHash};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, SockHash};
 use aya::programs::{CgroupAttachMode, SkMsg, SkSkb, SockOps};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use redirector_common::maps::{
-    app_key, KernelTrack, ListenConfig, SessionCounters, SessionCtl, StmtKey, APPS, BACKENDS,
-    BACKEND_VERDICT_PROGRAM, BSIDES, CONFIG, CTL, LOCAL_APPS, MSG_PROGRAM, PUNT_NONE,
-    PUNT_PIPELINED, PUNT_SLOW_COMMAND, SESSION_COUNTERS, SESSION_FORWARD, SOCKOPS_PROGRAM, TRACK,
-    TYPED,
+    FlowKey, KernelTrack, ListenConfig, SessionCounters, SessionCtl, StmtKey, APPS,
+    APP_PASS_PROGRAM, BACKENDS, BACKEND_VERDICT_PROGRAM, BSIDES, CONFIG, CTL, KSTATS, KSTAT_NAMES,
+    LOCAL_APPS, MSG_PROGRAM, PUNT_NONE, PUNT_PIPELINED, SESSION_COUNTERS, SESSION_FORWARD,
+    SOCKOPS_PROGRAM, TRACK, TYPED,
 };
-use redirector_common::mysql::Tracker;
+use redirector_common::mysql::{self, Tracker};
 use tokio::net::TcpStream;
 
 use super::loader::Programs;
@@ -56,21 +56,19 @@ use crate::net::{copied_offset, has_input, hung_up, socket_cookie};
 
 /// How often a session the kernel carries reports its counters and state.
 const KERNEL_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
-/// Time given to the kernel's work queue to deliver redirected segments to
-/// the application before the daemon writes to it (see `park`).
-const KERNEL_DELIVERY_GRACE: Duration = Duration::from_millis(10);
 /// HOLD waiting longer than this for a kernel-forwarded response is logged.
 const KERNEL_SLOW_HOLD: Duration = Duration::from_secs(5);
 
 struct Maps {
     apps: SockHash<MapData, u64>,
     backends: SockHash<MapData, u64>,
-    local_apps: HashMap<MapData, u64, u64>,
+    local_apps: HashMap<MapData, FlowKey, u64>,
     ctl: HashMap<MapData, u64, SessionCtl>,
     track: HashMap<MapData, u64, KernelTrack>,
     counters: HashMap<MapData, u64, SessionCounters>,
     bsides: HashMap<MapData, u64, u64>,
     typed: HashMap<MapData, StmtKey, u32>,
+    kstats: PerCpuArray<MapData, u64>,
 }
 
 /// Number of entries in each map (tests and the `ebpf_map_entries` metric).
@@ -167,6 +165,7 @@ impl LocalApp {
             counters: programs.take_map(SESSION_COUNTERS, HashMap::try_from)?,
             bsides: programs.take_map(BSIDES, HashMap::try_from)?,
             typed: programs.take_map(TYPED, HashMap::try_from)?,
+            kstats: programs.take_map(KSTATS, PerCpuArray::try_from)?,
         };
         config
             .set(
@@ -182,10 +181,14 @@ impl LocalApp {
         // Programs on the maps first: sockets inherit them when inserted.
         let msg: &mut SkMsg = programs.program(MSG_PROGRAM)?;
         msg.attach(maps.apps.fd()).map_err(prog_err(MSG_PROGRAM))?;
-        // No stream verdict on application sockets: what the daemon writes
-        // to the application (greeting, errors, slow-path answers) takes the
-        // plain TCP path. With a pass-through verdict there, an error written
-        // just before close could be overtaken by the FIN and lost.
+        // A pass-through verdict on application sockets: what the daemon
+        // writes to the application (slow-path answers, errors) then queues
+        // behind what the backend verdict redirected there, in one FIFO.
+        // Without it, TCP bytes are read before redirected ones still in the
+        // psock's queue.
+        let pass: &mut SkSkb = programs.program(APP_PASS_PROGRAM)?;
+        pass.attach(maps.apps.fd())
+            .map_err(prog_err(APP_PASS_PROGRAM))?;
         let verdict: &mut SkSkb = programs.program(BACKEND_VERDICT_PROGRAM)?;
         verdict
             .attach(maps.backends.fd())
@@ -204,47 +207,50 @@ impl LocalApp {
         })
     }
 
-    /// The offload of a client that connected from `peer`, if it is a
-    /// socket on this host that sock_ops put in the application map.
-    pub fn session_for(self: &Arc<Self>, peer: SocketAddr) -> Option<LocalAppSession> {
-        let key = self.local_app(peer)?;
-        Some(LocalAppSession::new(self.clone(), key, peer))
+    /// The offload of a client that connected from `peer` to our `local`
+    /// address, if it is a socket on this host that sock_ops put in the
+    /// application map.
+    pub fn session_for(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<LocalAppSession> {
+        let flow = flow_key(peer, local)?;
+        let cookie = self.maps().local_apps.get(&flow, 0).ok()?;
+        Some(LocalAppSession::new(self.clone(), cookie, flow))
     }
 
     fn maps(&self) -> MutexGuard<'_, Maps> {
         self.maps.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The application key of a client that connected from `peer`, if it is
-    /// a socket on this host that sock_ops put in the application map.
-    pub fn local_app(&self, peer: SocketAddr) -> Option<u64> {
-        let SocketAddr::V4(v4) = peer else {
-            return None;
-        };
-        let key = app_key(u32::from_ne_bytes(v4.ip().octets()), u32::from(v4.port()));
-        self.maps().local_apps.get(&key, 0).ok().map(|_| key)
-    }
-
-    /// Removes every entry of the session of `peer` (call when the session
-    /// ends, whether it was ever armed or not).
-    pub fn forget(&self, peer: SocketAddr, backend_cookie: Option<u64>, typed: &BTreeSet<u32>) {
-        let SocketAddr::V4(v4) = peer else {
-            return;
-        };
-        let key = app_key(u32::from_ne_bytes(v4.ip().octets()), u32::from(v4.port()));
+    /// Removes the entries of the session of the application socket
+    /// `cookie` (call when the session ends, whether it was ever armed or
+    /// not). The application socket itself stays in `APPS` until the
+    /// application closes it: removing it would free what its queue still
+    /// holds (our last answer, an error) before the application read it.
+    pub fn forget(
+        &self,
+        cookie: u64,
+        flow: &FlowKey,
+        backend_cookie: Option<u64>,
+        typed: &BTreeSet<u32>,
+    ) {
         let mut m = self.maps();
-        let _ = m.ctl.remove(&key);
-        let _ = m.track.remove(&key);
-        let _ = m.counters.remove(&key);
-        let _ = m.local_apps.remove(&key);
-        let _ = m.apps.remove(&key);
+        let _ = m.ctl.remove(&cookie);
+        let _ = m.track.remove(&cookie);
+        let _ = m.counters.remove(&cookie);
+        // Only our own flow entry: a newer connection may own it now.
+        if m.local_apps.get(flow, 0).is_ok_and(|c| c == cookie) {
+            let _ = m.local_apps.remove(flow);
+        }
         if let Some(c) = backend_cookie {
             let _ = m.bsides.remove(&c);
             let _ = m.backends.remove(&c);
         }
         for &stmt_id in typed {
             let _ = m.typed.remove(&StmtKey {
-                app_key: key,
+                app_cookie: cookie,
                 stmt_id,
                 _pad: 0,
             });
@@ -253,10 +259,10 @@ impl LocalApp {
 
     /// Puts a backend socket (idle: nothing unread) in the backend map for
     /// the session `key`. Returns its cookie.
-    pub fn attach_backend(&self, key: u64, backend: BorrowedFd<'_>) -> Result<u64, DatapathError> {
+    pub fn attach_backend(&self, app: u64, backend: BorrowedFd<'_>) -> Result<u64, DatapathError> {
         let cookie = socket_cookie(backend).map_err(sock_err("SO_COOKIE of the backend socket"))?;
         let mut m = self.maps();
-        m.bsides.insert(cookie, key, 0).map_err(map_err(BSIDES))?;
+        m.bsides.insert(cookie, app, 0).map_err(map_err(BSIDES))?;
         if let Err(e) = m.backends.insert(cookie, backend.as_raw_fd(), 0) {
             let _ = m.bsides.remove(&cookie);
             return Err(map_err(BACKENDS)(e));
@@ -313,22 +319,9 @@ impl LocalApp {
         if c.client_passed_bytes != read {
             return Ok(None);
         }
+        // Armed only between responses: both streams at a packet boundary.
         m.track
-            .insert(
-                key,
-                KernelTrack {
-                    tracker: *tracker,
-                    punt_epoch: 0,
-                    punt_reason: 0,
-                    resume_active: 0,
-                    resume_off: 0,
-                    has_pending: 0,
-                    pending: redirector_common::mysql::PacketInfo::EMPTY,
-                    // Armed only between responses: at a packet boundary.
-                    server: redirector_common::mysql::Framer::new(),
-                },
-                0,
-            )
+            .insert(key, KernelTrack::armed(*tracker), 0)
             .map_err(map_err(TRACK))?;
         m.ctl
             .insert(
@@ -346,16 +339,26 @@ impl LocalApp {
         Ok(Some(epoch))
     }
 
+    /// Changes the armed control word.
+    fn set_ctl(&self, key: u64, change: impl FnOnce(&mut SessionCtl)) {
+        let mut m = self.maps();
+        if let Ok(mut ctl) = m.ctl.get(&key, 0) {
+            change(&mut ctl);
+            let _ = m.ctl.insert(key, ctl, 0);
+        }
+    }
+
+    /// Disarms: from now on every byte either side sends is passed to the
+    /// daemon (in-flight verdict runs finish first: see the barrier in
+    /// [`LocalAppSession::park`]).
+    fn disarm(&self, key: u64) {
+        self.set_ctl(key, |ctl| ctl.mode = 0);
+    }
+
     /// HOLD: from now on client bytes are passed to the daemon. Returns once
     /// no sk_msg run can still act on the armed control word.
     pub async fn hold(&self, key: u64) {
-        {
-            let mut m = self.maps();
-            if let Ok(mut ctl) = m.ctl.get(&key, 0) {
-                ctl.hold = 1;
-                let _ = m.ctl.insert(key, ctl, 0);
-            }
-        }
+        self.set_ctl(key, |ctl| ctl.hold = 1);
         for _ in 0..10_000 {
             let c = self.counters(key);
             if c.msg_runs_started == c.msg_runs_done {
@@ -372,7 +375,7 @@ impl LocalApp {
         for &stmt_id in add {
             let _ = m.typed.insert(
                 StmtKey {
-                    app_key: key,
+                    app_cookie: key,
                     stmt_id,
                     _pad: 0,
                 },
@@ -382,11 +385,27 @@ impl LocalApp {
         }
         for &stmt_id in remove {
             let _ = m.typed.remove(&StmtKey {
-                app_key: key,
+                app_cookie: key,
                 stmt_id,
                 _pad: 0,
             });
         }
+    }
+
+    /// Program events by name (summed over CPUs), for `/metrics`.
+    pub fn events(&self) -> Vec<(&'static str, u64)> {
+        let m = self.maps();
+        KSTAT_NAMES
+            .iter()
+            .map(|&(slot, name)| {
+                let n = m
+                    .kstats
+                    .get(&slot, 0)
+                    .map(|per_cpu| per_cpu.iter().sum())
+                    .unwrap_or(0);
+                (name, n)
+            })
+            .collect()
     }
 
     /// Entries currently in each map.
@@ -403,6 +422,40 @@ impl LocalApp {
             typed: m.typed.keys().count(),
         }
     }
+}
+
+/// The flow of an application's connection as sock_ops recorded it:
+/// `peer` is the application's address, `local` the listener's. IPv4 only.
+pub fn flow_key(peer: SocketAddr, local: SocketAddr) -> Option<FlowKey> {
+    match (peer, local) {
+        (SocketAddr::V4(p), SocketAddr::V4(l)) => Some(FlowKey {
+            app_ip4: u32::from_ne_bytes(p.ip().octets()),
+            listen_ip4: u32::from_ne_bytes(l.ip().octets()),
+            app_port: u32::from(p.port()),
+            listen_port: u32::from(l.port()),
+        }),
+        _ => None,
+    }
+}
+
+/// Whether the kernel finished a response it forwarded (or will not
+/// finish it: the server side passed, the tracker gave up, LOCAL INFILE
+/// data must come from the client through the daemon).
+fn settled(t: &KernelTrack, epoch: u64) -> bool {
+    t.response_done()
+        || t.server_punt_epoch == epoch
+        || t.tracker.in_infile()
+        || t.tracker.lost_sync()
+}
+
+/// `ioctl(FIONREAD)` on the backend socket: it takes the socket's lock, so
+/// when it returns every verdict run that had started on that socket has
+/// finished, including its redirect into the application's queue. After
+/// it, what the daemon writes to the application queues behind.
+fn verdict_barrier(backend: &TcpStream) {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    let _ = unsafe { libc::ioctl(backend.as_raw_fd(), libc::FIONREAD, &mut n) };
 }
 
 /// What [`LocalAppSession::arm`] did.
@@ -433,12 +486,15 @@ pub enum Wake {
 /// The session given back by the kernel.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Parked {
-    /// The kernel's protocol state (None: its entry was gone, the
-    /// application socket closed).
-    pub tracker: Option<Tracker>,
+    /// The kernel's protocol state: the tracker and the backend stream's
+    /// framing, exactly where the kernel stopped (None: its entry was gone,
+    /// the application socket closed).
+    pub state: Option<(Tracker, mysql::Framer)>,
     pub wake: Wake,
     /// Why the kernel passed client bytes (a `PUNT_*` value).
     pub punt: u32,
+    /// Why the kernel passed backend bytes (a `SPASS_*` value, 0: none).
+    pub server_pass: u32,
 }
 
 /// Progress of a kernel-carried session since the last report.
@@ -457,8 +513,9 @@ pub struct Report {
 /// it removes the session's entries, whatever became of the session.
 pub struct LocalAppSession {
     path: Arc<LocalApp>,
+    /// Cookie of the application's socket: the key of its entries.
     key: u64,
-    peer: SocketAddr,
+    flow: FlowKey,
     backend: Option<u64>,
     typed: BTreeSet<u32>,
     epoch: u64,
@@ -470,11 +527,11 @@ pub struct LocalAppSession {
 }
 
 impl LocalAppSession {
-    fn new(path: Arc<LocalApp>, key: u64, peer: SocketAddr) -> Self {
+    fn new(path: Arc<LocalApp>, key: u64, flow: FlowKey) -> Self {
         Self {
             path,
             key,
-            peer,
+            flow,
             backend: None,
             typed: BTreeSet::new(),
             epoch: 0,
@@ -621,64 +678,90 @@ impl LocalAppSession {
         tracing::trace!(?wake, counters = ?self.path.counters(self.key), "disarming");
         self.path.hold(self.key).await;
         // A response the kernel forwarded is finished by the kernel.
+        let epoch = self.epoch;
         let mut waited = Duration::ZERO;
-        let track = loop {
-            let Some(t) = self.path.track(self.key) else {
-                break None;
-            };
-            let tr = &t.tracker;
-            if !tr.in_flight() || tr.in_infile() || tr.lost_sync() {
-                break Some(t);
-            }
-            if hung_up(backend) {
-                break Some(t);
+        while let Some(t) = self.path.track(self.key) {
+            if settled(&t, epoch) || hung_up(backend) {
+                break;
             }
             if waited > KERNEL_SLOW_HOLD && waited.as_millis().is_multiple_of(1000) {
                 tracing::debug!(?waited, "HOLD waits for a response the kernel forwards");
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
             waited += Duration::from_millis(1);
-        };
+        }
+        // From here the kernel passes every byte of either side to us; the
+        // barrier lets a verdict run still under way finish its redirect, so
+        // what we write to the application queues behind it.
+        self.path.disarm(self.key);
+        verdict_barrier(backend);
+        let track = self.path.track(self.key);
         // Counts the commands the kernel carried (against our stale copy).
-        let redirected_before = self.reported.server_redirected_bytes;
         if let Some(r) = self.report() {
             report(r);
         }
-        let redirected = self.reported.server_redirected_bytes != redirected_before;
-        let punt = track.map_or(PUNT_NONE, |t| t.punt_reason);
-        if redirected && (wake != Wake::Client || punt != PUNT_SLOW_COMMAND) {
-            // The kernel hands redirected segments to the application through
-            // a work queue; what we write (or the FIN) goes by TCP and could
-            // overtake a segment still queued there. A request/response
-            // client has read the whole response before it sends a slow-path
-            // command; a pipelining client, a closing client or a move has
-            // not, so let the queue drain first.
-            tokio::time::sleep(KERNEL_DELIVERY_GRACE).await;
-        }
+        let punt = track.map_or(PUNT_NONE, |t| {
+            if t.punt_epoch == epoch {
+                t.punt_reason
+            } else {
+                PUNT_NONE
+            }
+        });
+        let server_pass = track.map_or(0, |t| {
+            if t.server_punt_epoch == epoch {
+                t.server_punt_reason
+            } else {
+                0
+            }
+        });
         if punt == PUNT_PIPELINED {
-            // Pipelining clients stay in userspace: their next command can
-            // arrive while a kernel-forwarded response is still queued.
+            // Pipelining clients stay in userspace: the kernel forwards one
+            // command at a time, and each pipelined command would park.
             self.disabled = true;
         }
         if let Some(t) = &track {
             tracing::trace!(
-                punt = t.punt_reason,
-                punt_epoch = t.punt_epoch,
+                punt,
+                server_pass,
                 idle = t.tracker.idle(),
+                at_boundary = t.server.at_boundary(),
                 "disarmed"
             );
         }
         Parked {
-            tracker: track.map(|t| t.tracker),
+            state: track.map(|t| (t.tracker, t.server)),
             wake,
             punt,
+            server_pass,
         }
     }
 }
 
 impl Drop for LocalAppSession {
     fn drop(&mut self) {
-        self.path.forget(self.peer, self.backend, &self.typed);
+        self.path
+            .forget(self.key, &self.flow, self.backend, &self.typed);
+    }
+}
+
+/// `kernel_events_total{event}`: why the programs passed, gave up or left
+/// an entry alone (`redirector_common::maps::KSTAT_NAMES`).
+#[derive(Debug)]
+pub struct EventsCollector(pub Arc<LocalApp>);
+
+impl Collector for EventsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut m = encoder.encode_descriptor(
+            "kernel_events",
+            "Decisions of the kernel session path's programs, by event",
+            None,
+            MetricType::Counter,
+        )?;
+        for (event, n) in self.0.events() {
+            m.encode_family(&[("event", event)])?
+                .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&n, None)?;
+        }
+        Ok(())
     }
 }
 

@@ -82,14 +82,15 @@ fn kernel_report(core: &mut Core, r: Report) {
     core.publish();
 }
 
-/// Continues in userspace from the kernel's protocol state (the kernel
-/// parks only at packet boundaries).
+/// Continues in userspace exactly where the kernel stopped: its tracker,
+/// and its framing of the backend stream (the client stream is at a packet
+/// boundary: the kernel takes client bytes only whole packet by packet).
 fn resume(core: &mut Core, parked: Parked) {
-    if let Some(tracker) = parked.tracker {
+    if let Some((tracker, server)) = parked.state {
         core.proto = mysql::Session {
             tracker,
             client: mysql::Framer::new(),
-            server: mysql::Framer::new(),
+            server,
         };
     }
     core.publish();

@@ -307,7 +307,7 @@ mod tests {
         s.after_move(&BTreeMap::from([(5, (9, 0))]));
         assert!(s.translated());
         let mut p = BytesMut::new();
-        protocol::write_packet(&mut p, 0, &[COM_STMT_CLOSE, 5, 0, 0, 0]);
+        protocol::write_packet(&mut p, 0, &[COM_STMT_RESET, 5, 0, 0, 0]);
         s.translate(&mut p);
         assert_eq!(p.get(5..9), Some(&9u32.to_le_bytes()[..]));
         // A new statement the server numbers 5 gets a free client id (the

@@ -522,13 +522,6 @@ async fn load_data_error_midway() -> Result<()> {
 /// drains the ~1 MiB answers.
 #[test]
 fn pipelined_big_requests_and_responses() -> Result<()> {
-    if DATAPATH == "ebpf" {
-        // Open defect of the kernel path (issue #4 notes): a client that
-        // pipelines 1 MiB queries behind a kernel-forwarded one receives a
-        // corrupted row. Kept visible here rather than silently passing.
-        eprintln!("SKIPPED in ebpf mode: known defect, pipelined big responses (see issue #4)");
-        return Ok(());
-    }
     let (_bed, r) = setup(1, "")?;
     let c = raw_login(r.addr, APP_USER, APP_PASSWORD, FULL, Some(TEST_DB), None)?
         .map_err(|e| anyhow::anyhow!("{}", err_text(&e)))?;
