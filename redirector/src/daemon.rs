@@ -135,9 +135,10 @@ async fn learn_greeting(app: &App) {
     tracing::warn!("no backend reachable at start; greeting with defaults");
 }
 
-/// Loads the kernel session path if `datapath.mode` asks for it: `ebpf`
-/// requires it (a load failure is an error). `auto` uses the userspace relay
-/// in this version (the kernel path is experimental, see the docs).
+/// Loads the kernel session path as `datapath.mode` asks: `ebpf` requires
+/// it (a load failure is an error); `auto` uses it whenever the programs
+/// load, and otherwise falls back to the userspace relay with the reason
+/// logged (not root, verifier, missing cgroup, IPv6 listener …).
 fn load_datapath(config: &Config) -> anyhow::Result<Option<Arc<LocalApp>>> {
     use crate::config::DatapathMode;
     let load = || {
@@ -152,15 +153,23 @@ fn load_datapath(config: &Config) -> anyhow::Result<Option<Arc<LocalApp>>> {
             tracing::info!(mode = "userspace", "datapath");
             Ok(None)
         }
-        DatapathMode::Auto => {
-            // The kernel session path has open defects (docs/configuration.md):
-            // until they are fixed it is opt-in.
-            tracing::info!(
-                mode = "userspace",
-                "datapath: the kernel session path is experimental in this version; set datapath.mode = \"ebpf\" to use it"
-            );
-            Ok(None)
-        }
+        DatapathMode::Auto => match load() {
+            Ok(k) => {
+                tracing::info!(
+                    mode = "ebpf",
+                    "datapath (auto): local applications' sessions are carried in the kernel"
+                );
+                Ok(Some(Arc::new(k)))
+            }
+            Err(e) => {
+                tracing::warn!(
+                    mode = "userspace",
+                    reason = %e,
+                    "datapath (auto): the kernel session path cannot be used; every session takes the userspace relay"
+                );
+                Ok(None)
+            }
+        },
         DatapathMode::Ebpf => match load() {
             Ok(k) => {
                 tracing::info!(mode = "ebpf", "datapath");

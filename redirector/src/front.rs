@@ -204,6 +204,10 @@ async fn connect(
             let tls = acceptor.accept(tcp).await.map_err(FrontError::Tls)?;
             io = PacketIo::new(ClientStream::Tls(Box::new(tls)));
             // TLS clients stay on the relay: the kernel cannot read their bytes.
+            if matches!(offload, Offload::LocalApp(_)) {
+                app.metrics
+                    .kernel_fallback(crate::metrics::KernelFallback::Tls);
+            }
             *offload = Offload::None;
             let p = match io.read(HANDSHAKE_MAX_PACKET).await {
                 Ok(p) => p,

@@ -143,6 +143,38 @@ impl MoveReason {
     }
 }
 
+/// Why a session that could have used the kernel path stays in userspace
+/// (`redirector_kernel_fallbacks_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelFallback {
+    /// The client negotiated TLS: the kernel cannot read its bytes.
+    Tls,
+    /// The client pipelines commands.
+    Pipelining,
+    /// A socket fact (cookie) could not be read.
+    Socket,
+    /// A kernel map refused an entry (full, or the socket went away).
+    Map,
+}
+
+impl KernelFallback {
+    pub const ALL: [KernelFallback; 4] = [
+        KernelFallback::Tls,
+        KernelFallback::Pipelining,
+        KernelFallback::Socket,
+        KernelFallback::Map,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelFallback::Tls => "tls",
+            KernelFallback::Pipelining => "pipelining",
+            KernelFallback::Socket => "socket",
+            KernelFallback::Map => "map",
+        }
+    }
+}
+
 /// Kinds of `redirector_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -211,6 +243,7 @@ pub struct Metrics {
     moves: Family<Labels2, Counter>,
     move_duration: Histogram,
     errors: Family<Labels1, Counter>,
+    kernel_fallbacks: Family<Labels1, Counter>,
     datapath_mode: [Gauge; 2],
 }
 
@@ -296,6 +329,16 @@ impl Metrics {
         }
         registry.register("errors", "Errors, by kind", errors.clone());
 
+        let kernel_fallbacks = Family::<Labels1, Counter>::default();
+        for r in KernelFallback::ALL {
+            drop(kernel_fallbacks.get_or_create(&[("reason", r.as_str())]));
+        }
+        registry.register(
+            "kernel_fallbacks",
+            "Sessions that left (or never took) the kernel path although it is loaded, by reason",
+            kernel_fallbacks.clone(),
+        );
+
         for c in collectors {
             registry.register_collector(c);
         }
@@ -309,6 +352,7 @@ impl Metrics {
             moves,
             move_duration,
             errors,
+            kernel_fallbacks,
             datapath_mode,
         };
         metrics.set_datapath_mode(mode);
@@ -349,6 +393,13 @@ impl Metrics {
     /// One error of `kind`.
     pub fn error(&self, kind: ErrorKind) {
         self.errors.get_or_create(&[("kind", kind.as_str())]).inc();
+    }
+
+    /// A session left the kernel path.
+    pub fn kernel_fallback(&self, why: KernelFallback) {
+        self.kernel_fallbacks
+            .get_or_create(&[("reason", why.as_str())])
+            .inc();
     }
 
     /// One finished move attempt and how long it took from request to outcome.

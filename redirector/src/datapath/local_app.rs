@@ -52,6 +52,7 @@ use tokio::net::TcpStream;
 
 use super::loader::Programs;
 use super::{map_err, sock_err, DatapathError};
+use crate::metrics::KernelFallback;
 use crate::net::{copied_offset, has_input, hung_up, socket_cookie};
 
 /// How often a session the kernel carries reports its counters and state.
@@ -521,9 +522,10 @@ pub struct LocalAppSession {
     epoch: u64,
     /// Counters already reported.
     reported: SessionCounters,
-    /// Set after a map error or a pipelining client: the session stays in
-    /// userspace.
+    /// Set after a map error or a pipelining client (with the reason, until
+    /// reported): the session stays in userspace.
     disabled: bool,
+    fallback: Option<KernelFallback>,
 }
 
 impl LocalAppSession {
@@ -537,6 +539,7 @@ impl LocalAppSession {
             epoch: 0,
             reported: SessionCounters::default(),
             disabled: false,
+            fallback: None,
         }
     }
 
@@ -544,8 +547,17 @@ impl LocalAppSession {
         self.disabled
     }
 
-    pub fn disable(&mut self) {
+    /// The session stays in userspace from now on.
+    pub fn disable(&mut self, why: KernelFallback) {
+        if !self.disabled {
+            self.fallback = Some(why);
+        }
         self.disabled = true;
+    }
+
+    /// Why the session left the kernel path, once.
+    pub fn take_fallback(&mut self) -> Option<KernelFallback> {
+        self.fallback.take()
     }
 
     /// Counter increments since the last call (kernel bytes each way).
@@ -599,7 +611,7 @@ impl LocalAppSession {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "kernel path: no socket cookie; staying in userspace");
-                self.disabled = true;
+                self.disable(KernelFallback::Socket);
                 return Armed::Disabled;
             }
         };
@@ -614,7 +626,7 @@ impl LocalAppSession {
                 Ok(c) => self.backend = Some(c),
                 Err(e) => {
                     tracing::warn!(error = %e, "kernel path: backend socket not accepted; staying in userspace");
-                    self.disabled = true;
+                    self.disable(KernelFallback::Map);
                     return Armed::Disabled;
                 }
             }
@@ -636,7 +648,7 @@ impl LocalAppSession {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "kernel path: arming failed; staying in userspace");
-                self.disabled = true;
+                self.disable(KernelFallback::Map);
                 Armed::Disabled
             }
         }
@@ -717,7 +729,7 @@ impl LocalAppSession {
         if punt == PUNT_PIPELINED {
             // Pipelining clients stay in userspace: the kernel forwards one
             // command at a time, and each pipelined command would park.
-            self.disabled = true;
+            self.disable(KernelFallback::Pipelining);
         }
         if let Some(t) = &track {
             tracing::trace!(
@@ -774,7 +786,7 @@ impl Collector for MapEntriesCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let entries = self.0.map_entries();
         let mut m = encoder.encode_descriptor(
-            "ebpf_map_entries",
+            "kernel_map_entries",
             "Entries in each eBPF map of the kernel session path",
             None,
             MetricType::Gauge,

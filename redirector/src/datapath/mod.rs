@@ -150,6 +150,14 @@ impl Offload {
         }
     }
 
+    /// Why the session left the kernel path, once (for the metrics).
+    pub fn take_fallback(&mut self) -> Option<crate::metrics::KernelFallback> {
+        match self {
+            Offload::LocalApp(s) => s.take_fallback(),
+            Offload::None => None,
+        }
+    }
+
     /// Whether arming may be tried at the next quiet moment.
     pub fn can_arm(&self) -> bool {
         match self {
@@ -170,7 +178,7 @@ impl Offload {
         match (self, client) {
             (Offload::LocalApp(s), Some(client)) => s.arm(client, backend, tracker, typed),
             (Offload::LocalApp(s), None) => {
-                s.disable();
+                s.disable(crate::metrics::KernelFallback::Tls);
                 Armed::Disabled
             }
             (Offload::None, _) => Armed::Disabled,

@@ -46,6 +46,9 @@ pub async fn run(
                     }
                     _ => relay.block_quiet(),
                 }
+                if let Some(why) = offload.take_fallback() {
+                    core.ctx.metrics.kernel_fallback(why);
+                }
             }
             Step::Move(req) => migrate::execute(&mut core, &mut pair, req).await?,
             Step::ChangeUser(packet) => change_user::run(&mut core, &mut pair, packet).await?,
