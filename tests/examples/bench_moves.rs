@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use mysql_async::prelude::*;
-use mysql_async::{Conn, OptsBuilder};
-use serde_json::{json, Value};
+use mysql_async::Conn;
+use redirector_tests::client::app_opts;
+use redirector_tests::AdminHttp;
+use serde_json::json;
 
 struct Args {
     listen: String,
@@ -77,19 +79,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let a = parse_args()?;
-    let (host, port) = a.listen.rsplit_once(':').context("--listen HOST:PORT")?;
-    let opts = OptsBuilder::default()
-        .ip_or_hostname(host.to_string())
-        .tcp_port(port.parse()?)
-        .user(Some(redirector_tests::APP_USER))
-        .pass(Some(redirector_tests::APP_PASSWORD))
-        .db_name(Some(redirector_tests::TEST_DB))
-        .prefer_socket(false);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(300))
-        .build()?;
-    let base = format!("http://{}", a.http);
+    let listen = a.listen.parse().context("--listen HOST:PORT")?;
+    let opts = app_opts(listen);
+    let http = AdminHttp::new(a.http.parse().context("--http HOST:PORT")?)?
+        .with_timeout(Duration::from_secs(300))?;
 
     // 1. idle sessions and memory.
     let rss_before = rss_kib(a.pid)?;
@@ -110,13 +103,12 @@ async fn main() -> Result<()> {
         let to = if i % 2 == 0 { &a.to } else { &a.from };
         let id = u64::from(c.id());
         let started = Instant::now();
-        let r = http
-            .post(format!("{base}/v1/sessions/move"))
-            .json(&json!({"sessions": [id], "to": to, "wait_timeout_s": 10}))
-            .send()
+        let (status, body) = http
+            .post(
+                "/v1/sessions/move",
+                json!({"sessions": [id], "to": to, "wait_timeout_s": 10}),
+            )
             .await?;
-        let status = r.status();
-        let body: Value = r.json().await?;
         wall.push(started.elapsed().as_secs_f64() * 1000.0);
         ensure!(status.is_success(), "move {id} → {to}: {body}");
         let ms = body["moved"][0]["duration_ms"].as_f64().unwrap_or(f64::NAN);
@@ -130,29 +122,21 @@ async fn main() -> Result<()> {
 
     // 3. grow the cluster and rebalance every idle session.
     let (name, addr) = &a.new_server;
-    let r = http
-        .post(format!("{base}/v1/servers"))
-        .json(&json!({"name": name, "address": addr, "weight": 10}))
-        .send()
+    let (status, body) = http
+        .post(
+            "/v1/servers",
+            json!({"name": name, "address": addr, "weight": 10}),
+        )
         .await?;
-    ensure!(r.status().is_success(), "add server: {}", r.text().await?);
+    ensure!(status.is_success(), "add server: {body}");
     let started = Instant::now();
-    let r = http
-        .post(format!("{base}/v1/rebalance"))
-        .json(&json!({"wait_timeout_s": 60}))
-        .send()
+    let (status, body) = http
+        .post("/v1/rebalance", json!({"wait_timeout_s": 60}))
         .await?;
-    let status = r.status();
-    let body: Value = r.json().await?;
     let rebalance_s = started.elapsed().as_secs_f64();
     ensure!(status.is_success(), "rebalance: {body}");
     let rebalanced = body["moved"].as_array().map_or(0, |m| m.len());
-    let servers: Value = http
-        .get(format!("{base}/v1/servers"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let servers = http.get("/v1/servers").await?;
     for c in conns.iter_mut() {
         c.query_drop("SELECT 1").await?;
     }

@@ -59,16 +59,6 @@ pub fn app_users_toml() -> String {
     )
 }
 
-/// `n` servers and a redirector in front of all of them, with the app
-/// accounts and `extra` configuration.
-pub fn start_with_bed(n: usize, extra: &str) -> Result<(crate::TestBed, Redirector)> {
-    let bed = crate::TestBed::start(n)?;
-    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
-    let cfg = format!("{extra}\n{}{}", app_users_toml(), servers_toml(&servers));
-    let r = Redirector::start(&cfg)?;
-    Ok((bed, r))
-}
-
 /// An `[admin]` section on free loopback ports.
 pub fn admin_toml() -> Result<String> {
     let p = free_ports(2)?;
@@ -90,6 +80,47 @@ pub fn servers_toml(servers: &[&MariaDb]) -> String {
             )
         })
         .collect()
+}
+
+/// `[datapath] mode`: how sessions are carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Datapath {
+    /// The userspace relay.
+    Userspace,
+    /// The kernel session path (needs root).
+    Ebpf,
+    /// The daemon picks.
+    Auto,
+}
+
+impl Datapath {
+    /// The mode for tests that do not choose one: `$REDIRECTOR_TEST_DATAPATH`
+    /// (to run the whole suite in another mode), else userspace.
+    pub fn from_env() -> Result<Datapath> {
+        match std::env::var("REDIRECTOR_TEST_DATAPATH") {
+            Err(_) => Ok(Datapath::Userspace),
+            Ok(v) => Datapath::parse(&v),
+        }
+    }
+
+    /// `userspace`, `ebpf` or `auto`, as in the configuration.
+    pub fn parse(text: &str) -> Result<Datapath> {
+        match text {
+            "userspace" => Ok(Datapath::Userspace),
+            "ebpf" => Ok(Datapath::Ebpf),
+            "auto" => Ok(Datapath::Auto),
+            other => bail!("unknown data path mode {other:?} (userspace, ebpf, auto)"),
+        }
+    }
+
+    /// The configuration's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Datapath::Userspace => "userspace",
+            Datapath::Ebpf => "ebpf",
+            Datapath::Auto => "auto",
+        }
+    }
 }
 
 /// A running daemon, killed on drop.
@@ -134,9 +165,8 @@ impl Redirector {
         // The userspace relay unless the test chooses (or
         // REDIRECTOR_TEST_DATAPATH names a mode for every test).
         if !body.contains("[datapath]") {
-            let mode =
-                std::env::var("REDIRECTOR_TEST_DATAPATH").unwrap_or_else(|_| "userspace".into());
-            config.push_str(&format!("[datapath]\nmode = \"{mode}\"\n\n"));
+            let mode = Datapath::from_env()?;
+            config.push_str(&format!("[datapath]\nmode = \"{}\"\n\n", mode.as_str()));
         }
         // Tests run in parallel: never the default admin ports.
         if !body.contains("[admin]") {
@@ -170,9 +200,10 @@ impl Redirector {
             admin_http: config_address(&config, "http_address", "127.0.0.1:9104")?,
         };
         // The client listener is bound first, the admin listeners just
-        // after: wait for the admin SQL one too.
+        // after: wait for those too, so a test can use any of them at once.
         r.wait_listening(r.addr, Duration::from_secs(20))?;
         r.wait_listening(r.admin_sql, Duration::from_secs(20))?;
+        r.wait_listening(r.admin_http, Duration::from_secs(20))?;
         Ok(r)
     }
 
@@ -256,7 +287,8 @@ impl Drop for Redirector {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::thread::panicking() {
+        // Tests that fail with Err (no panic) show the log on request.
+        if std::thread::panicking() || std::env::var_os("REDIRECTOR_TEST_SHOW_LOG").is_some() {
             eprintln!("---- redirector log ({}) ----\n{}", self.addr, self.log());
         }
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -15,15 +15,29 @@
 //! thread), so they die with the test process even when it is killed and no
 //! `Drop` runs. Stale directories of dead test processes are removed on the next
 //! start.
+//!
+//! The integration tests' setup lives here too, so each test states only
+//! what it checks: `client` (MySQL sessions), `admin` (the REST API and
+//! metrics) and `bed` (servers + daemon + both clients in one value), behind
+//! the feature `fixtures`, which the crate's own tests and examples enable;
+//! it keeps the MySQL and HTTP client crates out of users of the bare bed
+//! such as `xtask`. [`sysbench`] needs no driver and is always built.
 
+#[cfg(feature = "fixtures")]
+pub mod admin;
+#[cfg(feature = "fixtures")]
+pub mod bed;
 mod cli;
-/// Running the real `redirector` binary (written by the proxy-tests engineer).
+#[cfg(feature = "fixtures")]
+pub mod client;
+/// Running the real `redirector` binary.
 pub mod daemon;
 mod error;
 mod galera;
 mod procs;
 mod server;
 pub mod spawn;
+pub mod sysbench;
 mod template;
 
 pub use cli::{cli_query, cli_query_db};
@@ -31,6 +45,13 @@ pub use error::TestBedError;
 pub use galera::GaleraCluster;
 pub use procs::{leftover_mariadbd, mariadbd_pids_matching};
 pub use server::{MariaDb, TestBed};
+pub use sysbench::{Sysbench, SysbenchReport};
+
+#[cfg(feature = "fixtures")]
+pub use admin::AdminHttp;
+#[cfg(feature = "fixtures")]
+pub use bed::{Bed, BedBuilder, TlsCert};
+pub use daemon::Datapath;
 
 use sha1::{Digest, Sha1};
 

@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use mysql_async::prelude::*;
-use redirector_tests::daemon::{free_port, servers_toml, Redirector};
+use redirector_tests::admin::{metric, Method, StatusCode};
+use redirector_tests::daemon::free_port;
 use redirector_tests::*;
-use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "s3cret-token";
@@ -27,144 +27,6 @@ const METRIC_SAMPLES: &[&str] = &[
     "redirector_auth_failures_total",
     "redirector_errors_total",
 ];
-
-struct Admin {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Admin {
-    fn new(addr: &str) -> Result<Self> {
-        Ok(Self {
-            base: format!("http://{addr}"),
-            // No proxy from the environment: the daemon is on loopback.
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(10))
-                .build()?,
-        })
-    }
-
-    /// Sends a request; `token` None = no Authorization header.
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&str>,
-    ) -> Result<(StatusCode, String)> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let resp = req.send().await?;
-        let status = resp.status();
-        Ok((status, resp.text().await?))
-    }
-
-    /// An authorised call expecting `want`; returns the JSON body.
-    async fn json(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&str>,
-        want: StatusCode,
-    ) -> Result<Value> {
-        let (status, text) = self.call(method.clone(), path, Some(TOKEN), body).await?;
-        ensure!(
-            status == want,
-            "{method} {path}: status {status}, wanted {want}: {text}"
-        );
-        serde_json::from_str(&text).with_context(|| format!("{method} {path}: not JSON: {text}"))
-    }
-
-    /// Waits until the HTTP server answers (the daemon binds it right after
-    /// the client listener the harness waits for).
-    async fn wait_up(&self) -> Result<()> {
-        let start = Instant::now();
-        loop {
-            match self.call(Method::GET, "/metrics", None, None).await {
-                Ok(_) => return Ok(()),
-                Err(e) if start.elapsed() > Duration::from_secs(10) => {
-                    bail!("admin HTTP API not answering at {}: {e}", self.base)
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    }
-
-    async fn scrape(&self, token: Option<&str>) -> Result<prometheus_parse::Scrape> {
-        let (status, text) = self.call(Method::GET, "/metrics", token, None).await?;
-        ensure!(status == StatusCode::OK, "/metrics: {status}: {text}");
-        ensure!(
-            text.ends_with("# EOF\n"),
-            "exposition not terminated: {text}"
-        );
-        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))?;
-        Ok(scrape)
-    }
-}
-
-/// The value of the sample `name` whose labels include all of `labels`.
-fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match &s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => *v,
-            prometheus_parse::Value::Histogram(h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
-            prometheus_parse::Value::Summary(_) => f64::NAN,
-        })
-}
-
-fn users_toml() -> String {
-    format!("[[auth.users]]\nname = \"{APP_USER}\"\npassword = \"{APP_PASSWORD}\"\n\n")
-}
-
-/// A daemon in front of `servers` with its REST API on a free port.
-fn start_daemon(servers: &[&MariaDb], admin_extra: &str) -> Result<(Redirector, String)> {
-    let http = format!("127.0.0.1:{}", free_port()?);
-    let cfg = format!(
-        "[datapath]\nmode = \"userspace\"\n\n[admin]\nsql_address = \"127.0.0.1:{}\"\nhttp_address = \"{http}\"\n{admin_extra}\n\n{}{}",
-        free_port()?,
-        users_toml(),
-        servers_toml(servers)
-    );
-    Ok((Redirector::start(&cfg)?, http))
-}
-
-fn opts(r: &Redirector) -> mysql_async::OptsBuilder {
-    mysql_async::OptsBuilder::default()
-        .ip_or_hostname(r.addr.ip().to_string())
-        .tcp_port(r.addr.port())
-        .user(Some(APP_USER))
-        .pass(Some(APP_PASSWORD))
-        .db_name(Some(TEST_DB))
-        // Otherwise mysql_async reconnects over the backend's unix socket.
-        .prefer_socket(false)
-}
-
-/// Opens a session through the redirector and returns it with the name of
-/// the server it landed on.
-async fn open(r: &Redirector, bed: &TestBed) -> Result<(mysql_async::Conn, String)> {
-    let mut c = mysql_async::Conn::new(opts(r)).await?;
-    let port: Option<u16> = c.query_first("SELECT @@port").await?;
-    let server = bed
-        .servers()
-        .iter()
-        .find(|s| Some(s.port) == port)
-        .map(|s| s.name.clone())
-        .with_context(|| format!("session landed on unknown port {port:?}"))?;
-    Ok((c, server))
-}
 
 /// Every `/v1` endpoint with a body that would be valid if authorised.
 const V1_ENDPOINTS: &[(&str, &str, Option<&str>)] = &[
@@ -197,10 +59,12 @@ const V1_ENDPOINTS: &[(&str, &str, Option<&str>)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_api_and_metrics() -> Result<()> {
-    let mut bed = TestBed::start(2)?;
-    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
-    let (r, http) = start_daemon(&servers, &format!("token = \"{TOKEN}\""))?;
-    let admin = Admin::new(&http)?;
+    let mut b = Bed::builder()
+        .servers(2)
+        .datapath(Datapath::Userspace)
+        .token(TOKEN)
+        .start()?;
+    let admin = b.http.clone();
     admin.wait_up().await?;
 
     // ---- authentication: every /v1 endpoint, no token and a wrong token.
@@ -219,20 +83,20 @@ async fn rest_api_and_metrics() -> Result<()> {
     }
     // Nothing was changed by the refused calls.
     let listed = admin
-        .json(Method::GET, "/v1/servers", None, StatusCode::OK)
+        .expect(Method::GET, "/v1/servers", None, StatusCode::OK)
         .await?;
     assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
 
     // ---- sessions: two idle sessions and one in a transaction.
-    let (c1, s1) = open(&r, &bed).await?;
-    let (c2, s2) = open(&r, &bed).await?;
-    let (mut c3, s3) = open(&r, &bed).await?;
+    let (c1, s1) = b.conn_on().await?;
+    let (c2, s2) = b.conn_on().await?;
+    let (mut c3, s3) = b.conn_on().await?;
     c3.query_drop("START TRANSACTION").await?;
     c3.query_drop("SELECT 1").await?;
     let opened = 3.0;
 
     let sessions = admin
-        .json(Method::GET, "/v1/sessions", None, StatusCode::OK)
+        .expect(Method::GET, "/v1/sessions", None, StatusCode::OK)
         .await?;
     let rows = sessions.as_array().context("sessions is an array")?;
     assert_eq!(rows.len(), 3, "{sessions}");
@@ -285,9 +149,9 @@ async fn rest_api_and_metrics() -> Result<()> {
 
     // ---- servers.
     let listed = admin
-        .json(Method::GET, "/v1/servers", None, StatusCode::OK)
+        .expect(Method::GET, "/v1/servers", None, StatusCode::OK)
         .await?;
-    for db in bed.servers() {
+    for db in b.servers() {
         let row = listed
             .as_array()
             .and_then(|a| a.iter().find(|r| r["server_name"] == db.name.as_str()))
@@ -303,22 +167,22 @@ async fn rest_api_and_metrics() -> Result<()> {
     }
 
     // ---- metrics (loopback: no token needed).
-    let scrape = admin.scrape(None).await?;
+    let scrape = admin.scrape_with(None).await?;
     for name in METRIC_SAMPLES {
         let present = scrape.samples.iter().any(|s| s.metric == *name);
         assert!(present, "metric {name} missing");
     }
-    let accepted = value(&scrape, "redirector_sessions_accepted_total", &[]).unwrap_or(0.0);
+    let accepted = metric(&scrape, "redirector_sessions_accepted_total", &[]).unwrap_or(0.0);
     assert!(
         accepted >= opened,
         "redirector_sessions_accepted_total = {accepted}, opened {opened}"
     );
     assert_eq!(
-        value(&scrape, "redirector_backend_up", &[("server", "db1")]),
+        metric(&scrape, "redirector_backend_up", &[("server", "db1")]),
         Some(1.0)
     );
     assert_eq!(
-        value(
+        metric(
             &scrape,
             "redirector_datapath_mode",
             &[("mode", "userspace")]
@@ -326,7 +190,7 @@ async fn rest_api_and_metrics() -> Result<()> {
         Some(1.0)
     );
     assert_eq!(
-        value(&scrape, "redirector_datapath_mode", &[("mode", "ebpf")]),
+        metric(&scrape, "redirector_datapath_mode", &[("mode", "ebpf")]),
         Some(0.0)
     );
     let gauge_total: f64 = scrape
@@ -346,7 +210,7 @@ async fn rest_api_and_metrics() -> Result<()> {
     let busy_or_idle: f64 = ["idle", "busy"]
         .iter()
         .filter_map(|st| {
-            value(
+            metric(
                 &scrape,
                 "redirector_sessions",
                 &[("server", &s1), ("state", st)],
@@ -357,7 +221,7 @@ async fn rest_api_and_metrics() -> Result<()> {
 
     // ---- policy: get, put valid, put invalid.
     let policy = admin
-        .json(Method::GET, "/v1/policy", None, StatusCode::OK)
+        .expect(Method::GET, "/v1/policy", None, StatusCode::OK)
         .await?;
     assert_eq!(policy["version"], 1, "{policy}");
     let group = &policy["clusterResourceGroups"][0];
@@ -373,7 +237,7 @@ async fn rest_api_and_metrics() -> Result<()> {
         "clusters": [{"clusterId": "db1", "weight": 1}, {"clusterId": "db2", "weight": 3}],
         "scalingPolicy": "session-round-robin"}]});
     let put = admin
-        .json(
+        .expect(
             Method::PUT,
             "/v1/policy",
             Some(&new_policy.to_string()),
@@ -382,11 +246,11 @@ async fn rest_api_and_metrics() -> Result<()> {
         .await?;
     assert_eq!(put, new_policy);
     let got = admin
-        .json(Method::GET, "/v1/policy", None, StatusCode::OK)
+        .expect(Method::GET, "/v1/policy", None, StatusCode::OK)
         .await?;
     assert_eq!(got, new_policy);
     let listed = admin
-        .json(Method::GET, "/v1/servers", None, StatusCode::OK)
+        .expect(Method::GET, "/v1/servers", None, StatusCode::OK)
         .await?;
     let w2 = listed
         .as_array()
@@ -397,7 +261,7 @@ async fn rest_api_and_metrics() -> Result<()> {
     // Syntax error on line 2, column 11 (the stray comma before '}').
     let bad = "{\"version\": 1,\n  \"x\": 1,}";
     let err = admin
-        .json(
+        .expect(
             Method::PUT,
             "/v1/policy",
             Some(bad),
@@ -411,7 +275,7 @@ async fn rest_api_and_metrics() -> Result<()> {
     // Valid JSON naming an unknown server.
     let unknown = new_policy.to_string().replace("\"db2\"", "\"nosuch\"");
     let err = admin
-        .json(
+        .expect(
             Method::PUT,
             "/v1/policy",
             Some(&unknown),
@@ -424,16 +288,16 @@ async fn rest_api_and_metrics() -> Result<()> {
     );
     // Rejected policies changed nothing.
     let got = admin
-        .json(Method::GET, "/v1/policy", None, StatusCode::OK)
+        .expect(Method::GET, "/v1/policy", None, StatusCode::OK)
         .await?;
     assert_eq!(got, new_policy);
 
     // ---- add a server (a real third MariaDB) and see sessions reach it.
-    let db3 = bed.add_server()?;
+    let db3 = b.bed.add_server()?;
     let (db3_name, db3_addr) = (db3.name.clone(), db3.addr());
     let body = json!({"name": db3_name, "address": db3_addr.to_string(), "weight": 5});
     let added = admin
-        .json(
+        .expect(
             Method::POST,
             "/v1/servers",
             Some(&body.to_string()),
@@ -445,7 +309,7 @@ async fn rest_api_and_metrics() -> Result<()> {
     assert_eq!(added["weight"], 5, "{added}");
     assert_eq!(added["sessions"], 0, "{added}");
     let got = admin
-        .json(Method::GET, "/v1/policy", None, StatusCode::OK)
+        .expect(Method::GET, "/v1/policy", None, StatusCode::OK)
         .await?;
     let clusters = got["clusterResourceGroups"][0]["clusters"].clone();
     assert!(
@@ -458,14 +322,14 @@ async fn rest_api_and_metrics() -> Result<()> {
     let mut landed = Vec::new();
     let mut keep = Vec::new();
     for _ in 0..3 {
-        let (c, s) = open(&r, &bed).await?;
+        let (c, s) = b.conn_on().await?;
         landed.push(s);
         keep.push(c);
     }
     assert!(landed.contains(&db3_name), "sessions landed on {landed:?}");
 
     admin
-        .json(
+        .expect(
             Method::POST,
             "/v1/servers",
             Some(&body.to_string()),
@@ -479,7 +343,7 @@ async fn rest_api_and_metrics() -> Result<()> {
         json!({"name": "db9", "address": "127.0.0.1:1", "colour": "red"}),
     ] {
         let err = admin
-            .json(
+            .expect(
                 Method::POST,
                 "/v1/servers",
                 Some(&bad.to_string()),
@@ -492,7 +356,7 @@ async fn rest_api_and_metrics() -> Result<()> {
         );
     }
     let err = admin
-        .json(
+        .expect(
             Method::POST,
             "/v1/servers",
             Some("{\"name\": "),
@@ -519,13 +383,13 @@ async fn rest_api_and_metrics() -> Result<()> {
         ),
     ] {
         let err = admin
-            .json(method.parse()?, path, body, StatusCode::NOT_FOUND)
+            .expect(method.parse()?, path, body, StatusCode::NOT_FOUND)
             .await?;
         let msg = err["error"].as_str().unwrap_or_default();
         assert!(msg.contains("nope") || msg.contains("424242"), "{err}");
     }
     let err = admin
-        .json(
+        .expect(
             Method::POST,
             "/v1/sessions/move",
             Some(r#"{"sessions":[1],"to":"db2","wait_timeout_s":-1}"#),
@@ -539,17 +403,17 @@ async fn rest_api_and_metrics() -> Result<()> {
         "{err}"
     );
     let report = admin
-        .json(Method::POST, "/v1/rebalance", Some("{}"), StatusCode::OK)
+        .expect(Method::POST, "/v1/rebalance", Some("{}"), StatusCode::OK)
         .await?;
     assert!(report["moved"].is_array(), "{report}");
 
     // ---- unknown endpoint and wrong method: JSON errors too.
     let err = admin
-        .json(Method::GET, "/v1/nothing", None, StatusCode::NOT_FOUND)
+        .expect(Method::GET, "/v1/nothing", None, StatusCode::NOT_FOUND)
         .await?;
     assert!(err["error"].is_string(), "{err}");
     let err = admin
-        .json(
+        .expect(
             Method::PATCH,
             "/v1/policy",
             None,
@@ -566,7 +430,7 @@ async fn rest_api_and_metrics() -> Result<()> {
     let start = Instant::now();
     loop {
         let sessions = admin
-            .json(Method::GET, "/v1/sessions", None, StatusCode::OK)
+            .expect(Method::GET, "/v1/sessions", None, StatusCode::OK)
             .await?;
         if sessions.as_array().is_some_and(Vec::is_empty) {
             break;
@@ -577,7 +441,7 @@ async fn rest_api_and_metrics() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let scrape = admin.scrape(None).await?;
+    let scrape = admin.scrape_with(None).await?;
     let gauge_total: f64 = scrape
         .samples
         .iter()
@@ -589,7 +453,7 @@ async fn rest_api_and_metrics() -> Result<()> {
         .sum();
     assert_eq!(gauge_total, 0.0);
     assert!(
-        value(&scrape, "redirector_sessions_accepted_total", &[]).unwrap_or(0.0) >= opened + 3.0
+        metric(&scrape, "redirector_sessions_accepted_total", &[]).unwrap_or(0.0) >= opened + 3.0
     );
     Ok(())
 }
@@ -597,10 +461,8 @@ async fn rest_api_and_metrics() -> Result<()> {
 /// Without a configured token on loopback, `/v1` is open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loopback_without_token_is_open() -> Result<()> {
-    let bed = TestBed::start(1)?;
-    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
-    let (_r, http) = start_daemon(&servers, "")?;
-    let admin = Admin::new(&http)?;
+    let b = Bed::builder().datapath(Datapath::Userspace).start()?;
+    let admin = &b.http;
     admin.wait_up().await?;
     let (status, text) = admin.call(Method::GET, "/v1/servers", None, None).await?;
     assert_eq!(status, StatusCode::OK, "{text}");
@@ -614,17 +476,14 @@ async fn loopback_without_token_is_open() -> Result<()> {
 /// Bound beyond loopback, `/metrics` needs the token too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_need_token_off_loopback() -> Result<()> {
-    let bed = TestBed::start(1)?;
-    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
     let port = free_port()?;
-    let cfg = format!(
-        "[datapath]\nmode = \"userspace\"\n\n[admin]\nsql_address = \"127.0.0.1:{}\"\nhttp_address = \"0.0.0.0:{port}\"\ntoken = \"{TOKEN}\"\n\n{}{}",
-        free_port()?,
-        users_toml(),
-        servers_toml(&servers)
-    );
-    let _r = Redirector::start(&cfg)?;
-    let admin = Admin::new(&format!("127.0.0.1:{port}"))?;
+    let b = Bed::builder()
+        .datapath(Datapath::Userspace)
+        .http_address(&format!("0.0.0.0:{port}"))
+        .token(TOKEN)
+        .start()?;
+    // The client reaches 0.0.0.0 over loopback; every call names its token.
+    let admin = &b.http;
     admin.wait_up().await?;
     let (status, text) = admin.call(Method::GET, "/metrics", None, None).await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
@@ -632,9 +491,9 @@ async fn metrics_need_token_off_loopback() -> Result<()> {
         .call(Method::GET, "/metrics", Some("wrong"), None)
         .await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let scrape = admin.scrape(Some(TOKEN)).await?;
+    let scrape = admin.scrape_with(Some(TOKEN)).await?;
     assert_eq!(
-        value(&scrape, "redirector_backend_up", &[("server", "db1")]),
+        metric(&scrape, "redirector_backend_up", &[("server", "db1")]),
         Some(1.0)
     );
     Ok(())

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{ensure, Context, Result};
 use mysql_async::prelude::*;
-use mysql_async::{Conn, OptsBuilder, Row};
-use redirector_tests::daemon::{app_users_toml, free_port, free_ports, servers_toml, Redirector};
+use mysql_async::{Conn, Row};
+use redirector_tests::client::admin_opts;
+use redirector_tests::daemon::Redirector;
 use redirector_tests::*;
 
 const ADMIN_USER: &str = "admin";
@@ -36,59 +37,26 @@ const MOVE_COLUMNS: &[&str] = &[
     "DURATION_MS",
 ];
 
-/// A daemon (userspace data path, admin password set) in front of `servers`.
-fn start_daemon(servers: &[&MariaDb]) -> Result<Redirector> {
-    let ports = free_ports(2)?;
-    let cfg = format!(
-        "[datapath]\nmode = \"userspace\"\n\n[admin]\nsql_address = \"127.0.0.1:{}\"\nhttp_address = \"127.0.0.1:{}\"\nuser = \"{ADMIN_USER}\"\npassword = \"{ADMIN_PASSWORD}\"\n\n[mover]\ndefault_wait_timeout_s = 10\n\n{}{}",
-        ports[0],
-        ports[1],
-        app_users_toml(),
-        servers_toml(servers)
-    );
-    Redirector::start(&cfg)
-}
-
-fn admin_opts(r: &Redirector, user: &str, password: Option<&str>) -> OptsBuilder {
-    let addr = r.admin_sql_addr();
-    OptsBuilder::default()
-        .ip_or_hostname(addr.ip().to_string())
-        .tcp_port(addr.port())
-        .user(Some(user))
-        .pass(password)
-        // Never look for a unix socket.
-        .prefer_socket(false)
+/// `n` servers (the first `configured` in the daemon) behind a daemon with
+/// the userspace data path and the admin password set.
+fn start_bed(n: usize, configured: usize) -> Result<Bed> {
+    Bed::builder()
+        .servers(n)
+        .configured(configured)
+        .datapath(Datapath::Userspace)
+        .admin_login(ADMIN_USER, ADMIN_PASSWORD)
+        .mover_wait_timeout(10)
+        .start()
 }
 
 async fn admin(r: &Redirector) -> Result<Conn> {
-    Conn::new(admin_opts(r, ADMIN_USER, Some(ADMIN_PASSWORD)))
-        .await
-        .context("admin SQL login")
-}
-
-/// A session through the redirector, with the server it landed on.
-async fn open(r: &Redirector, bed: &TestBed) -> Result<(Conn, String)> {
-    let opts = OptsBuilder::default()
-        .ip_or_hostname(r.addr.ip().to_string())
-        .tcp_port(r.addr.port())
-        .user(Some(APP_USER))
-        .pass(Some(APP_PASSWORD))
-        .db_name(Some(TEST_DB))
-        // Otherwise mysql_async reconnects over the backend's unix socket.
-        .prefer_socket(false);
-    let mut c = Conn::new(opts).await?;
-    let server = server_of(&mut c, bed).await?;
-    Ok((c, server))
-}
-
-/// The name of the server an app session is on now.
-async fn server_of(c: &mut Conn, bed: &TestBed) -> Result<String> {
-    let port: Option<u16> = c.query_first("SELECT @@port").await?;
-    bed.servers()
-        .iter()
-        .find(|s| Some(s.port) == port)
-        .map(|s| s.name.clone())
-        .with_context(|| format!("session on unknown port {port:?}"))
+    Conn::new(admin_opts(
+        r.admin_sql_addr(),
+        ADMIN_USER,
+        Some(ADMIN_PASSWORD),
+    ))
+    .await
+    .context("admin SQL login")
 }
 
 /// A result as column names and rows of text (None = NULL).
@@ -159,12 +127,10 @@ fn other(name: &str) -> &'static str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_moves_and_errors() -> Result<()> {
-    let bed = TestBed::start(2)?;
-    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
-    let r = start_daemon(&servers)?;
-    let (mut a, sa) = open(&r, &bed).await?;
-    let (mut b, sb) = open(&r, &bed).await?;
-    let mut adm = admin(&r).await?;
+    let bed = start_bed(2, 2)?;
+    let (mut a, sa) = bed.conn_on().await?;
+    let (mut b, sb) = bed.conn_on().await?;
+    let mut adm = admin(&bed.daemon).await?;
 
     // ---- sessions.
     let t = select(&mut adm, "SELECT * FROM sessions").await?;
@@ -223,7 +189,7 @@ async fn tables_moves_and_errors() -> Result<()> {
     .await?;
     assert_eq!(affected, 1, "{info}");
     assert!(info.contains("1 session(s) moved"), "{info}");
-    assert_eq!(server_of(&mut a, &bed).await?, to);
+    assert_eq!(bed.server_of(&mut a).await?, to);
 
     // ---- moves.
     let t = select(&mut adm, "SELECT * FROM moves").await?;
@@ -243,16 +209,16 @@ async fn tables_moves_and_errors() -> Result<()> {
     // ---- MOVE ALL INACTIVE, MOVE ALL … FROM.
     let (affected, info) = run(&mut adm, "CONTROL MOVE ALL INACTIVE SESSIONS TO 'db1'").await?;
     ensure!(affected >= 1, "{info}");
-    assert_eq!(server_of(&mut a, &bed).await?, "db1");
-    assert_eq!(server_of(&mut b, &bed).await?, "db1");
+    assert_eq!(bed.server_of(&mut a).await?, "db1");
+    assert_eq!(bed.server_of(&mut b).await?, "db1");
     let (affected, info) = run(
         &mut adm,
         "control move all sessions from 'db1' to 'db2' wait timeout 10 force",
     )
     .await?;
     assert_eq!(affected, 2, "{info}");
-    assert_eq!(server_of(&mut a, &bed).await?, "db2");
-    assert_eq!(server_of(&mut b, &bed).await?, "db2");
+    assert_eq!(bed.server_of(&mut a).await?, "db2");
+    assert_eq!(bed.server_of(&mut b).await?, "db2");
     let t = select(
         &mut adm,
         "SELECT SERVER_NAME, SESSIONS FROM servers ORDER BY SERVER_NAME",
@@ -305,23 +271,21 @@ async fn tables_moves_and_errors() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_add_rebalance_remove_and_policy() -> Result<()> {
-    let bed = TestBed::start(3)?;
     // db3 is not configured: it joins with CONTROL ADD SERVER.
-    let configured: Vec<&MariaDb> = bed.servers().iter().take(2).collect();
-    let db3 = bed.server("db3").context("db3")?;
-    let r = start_daemon(&configured)?;
+    let bed = start_bed(3, 2)?;
+    let db3 = bed.bed.server("db3").context("db3")?;
     let mut sessions = Vec::new();
     for _ in 0..3 {
-        sessions.push(open(&r, &bed).await?.0);
+        sessions.push(bed.conn_on().await?.0);
     }
-    let mut adm = admin(&r).await?;
+    let mut adm = admin(&bed.daemon).await?;
 
     // ---- DRAIN: every session leaves db1, which shows 'drained'.
     let (affected, info) = run(&mut adm, "CONTROL DRAIN SERVER 'db1' WAIT TIMEOUT 10").await?;
     assert!(info.contains("server 'db1' drained"), "{info}");
     ensure!(affected >= 1, "{info}");
     for c in &mut sessions {
-        assert_eq!(server_of(c, &bed).await?, "db2");
+        assert_eq!(bed.server_of(c).await?, "db2");
     }
     let states = server_states(&mut adm).await?;
     assert_eq!(states["db1"], ("drained".to_string(), 0));
@@ -349,7 +313,7 @@ async fn drain_add_rebalance_remove_and_policy() -> Result<()> {
     assert_eq!(affected, 2, "{info}");
     let mut on: BTreeMap<String, usize> = BTreeMap::new();
     for c in &mut sessions {
-        *on.entry(server_of(c, &bed).await?).or_default() += 1;
+        *on.entry(bed.server_of(c).await?).or_default() += 1;
     }
     assert_eq!(on.len(), 3, "{on:?}");
     for (name, (_, count)) in server_states(&mut adm).await? {
@@ -363,7 +327,7 @@ async fn drain_add_rebalance_remove_and_policy() -> Result<()> {
     assert!(!states.contains_key("db3"), "{states:?}");
     assert_eq!(states.values().map(|(_, n)| n).sum::<usize>(), 3);
     for c in &mut sessions {
-        assert_ne!(server_of(c, &bed).await?, "db3");
+        assert_ne!(bed.server_of(c).await?, "db3");
     }
 
     // ---- ALTER SYSTEM SET AUTO_SCALING_POLICY: weights show in servers.
@@ -431,9 +395,8 @@ async fn server_states(c: &mut Conn) -> Result<BTreeMap<String, (String, usize)>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_and_client_compatibility() -> Result<()> {
-    let bed = TestBed::start(1)?;
-    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
-    let r = start_daemon(&servers)?;
+    let bed = start_bed(1, 1)?;
+    let r = &bed.daemon;
 
     // ---- wrong password, wrong user, no password: 1045.
     for (user, pass, using) in [
@@ -441,7 +404,7 @@ async fn login_and_client_compatibility() -> Result<()> {
         ("root", Some(ADMIN_PASSWORD), "YES"),
         (ADMIN_USER, None, "NO"),
     ] {
-        match Conn::new(admin_opts(&r, user, pass)).await {
+        match Conn::new(admin_opts(r.admin_sql_addr(), user, pass)).await {
             Err(mysql_async::Error::Server(e)) => {
                 assert_eq!((e.code, e.state.as_str()), (1045, "28000"), "{e:?}");
                 assert_eq!(
@@ -456,9 +419,11 @@ async fn login_and_client_compatibility() -> Result<()> {
     }
 
     // ---- what clients send on connect, COM_PING, COM_INIT_DB.
-    let mut adm =
-        Conn::new(admin_opts(&r, ADMIN_USER, Some(ADMIN_PASSWORD)).db_name(Some("redirector")))
-            .await?;
+    let mut adm = Conn::new(
+        admin_opts(r.admin_sql_addr(), ADMIN_USER, Some(ADMIN_PASSWORD))
+            .db_name(Some("redirector")),
+    )
+    .await?;
     adm.ping().await?;
     let comment: Option<String> = adm.query_first("SELECT @@version_comment LIMIT 1").await?;
     assert!(comment.is_some_and(|c| c.starts_with("redirector admin SQL")));
@@ -500,7 +465,7 @@ async fn login_and_client_compatibility() -> Result<()> {
         s.read_to_end(&mut reply).await?;
         ensure!(reply.get(4) == Some(&0xff), "ERR expected: {reply:?}");
     }
-    admin(&r).await?.ping().await?;
+    admin(r).await?.ping().await?;
 
     // ---- the mariadb command-line client.
     let out = cli_query(
@@ -512,13 +477,13 @@ async fn login_and_client_compatibility() -> Result<()> {
     assert_eq!(out.trim(), "db1\tactive");
 
     // ---- no admin.password on loopback: the empty password, and only it.
-    let open_daemon =
-        Redirector::start(&format!("{}{}", app_users_toml(), servers_toml(&servers)))?;
-    Conn::new(admin_opts(&open_daemon, ADMIN_USER, None))
+    let open_daemon = Bed::builder().daemon(bed.servers())?;
+    let open_admin = open_daemon.admin_sql_addr();
+    Conn::new(admin_opts(open_admin, ADMIN_USER, None))
         .await?
         .ping()
         .await?;
-    match Conn::new(admin_opts(&open_daemon, ADMIN_USER, Some("x"))).await {
+    match Conn::new(admin_opts(open_admin, ADMIN_USER, Some("x"))).await {
         Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1045),
         other => panic!("a password where none is set: {other:?}"),
     }
@@ -528,18 +493,12 @@ async fn login_and_client_compatibility() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_address_in_use_is_a_clear_error() -> Result<()> {
     let bed = TestBed::start(1)?;
-    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
     let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = taken.local_addr()?;
-    let cfg = format!(
-        "[admin]\nsql_address = \"{addr}\"\nhttp_address = \"127.0.0.1:{}\"\n\n{}{}",
-        free_port()?,
-        app_users_toml(),
-        servers_toml(&servers)
-    );
+    let daemon = Bed::builder().sql_address(&addr.to_string());
     // The harness may see our own listener answer and think the daemon
     // is up; either way the daemon must exit, naming the setting.
-    let log = match Redirector::start(&cfg) {
+    let log = match daemon.daemon(bed.servers()) {
         Err(e) => format!("{e:#}"),
         Ok(mut r) => {
             let start = std::time::Instant::now();

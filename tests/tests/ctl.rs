@@ -5,11 +5,8 @@
 use std::process::Output;
 
 use anyhow::{ensure, Context, Result};
-use mysql_async::prelude::*;
-use mysql_async::{Conn, OptsBuilder};
-use redirector_tests::daemon::{
-    app_users_toml, free_port, free_ports, redirector_bin, servers_toml, Redirector,
-};
+use redirector_tests::client::port;
+use redirector_tests::daemon::{free_port, redirector_bin, Redirector};
 use redirector_tests::*;
 use serde_json::Value;
 
@@ -68,22 +65,6 @@ async fn ctl_fails(r: &Redirector, token: Option<&str>, args: &[&str]) -> Result
     ))
 }
 
-async fn open(r: &Redirector) -> Result<Conn> {
-    let opts = OptsBuilder::default()
-        .ip_or_hostname(r.addr.ip().to_string())
-        .tcp_port(r.addr.port())
-        .user(Some(APP_USER))
-        .pass(Some(APP_PASSWORD))
-        .db_name(Some(TEST_DB))
-        // Otherwise mysql_async reconnects over the backend's unix socket.
-        .prefer_socket(false);
-    Ok(Conn::new(opts).await?)
-}
-
-async fn port(c: &mut Conn) -> Result<u16> {
-    c.query_first("SELECT @@port").await?.context("no @@port")
-}
-
 /// The data lines of a table (after the header), split on whitespace.
 fn table_rows(text: &str) -> Vec<Vec<&str>> {
     text.lines()
@@ -95,23 +76,22 @@ fn table_rows(text: &str) -> Vec<Vec<&str>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_subcommand() -> Result<()> {
-    let bed = TestBed::start(3)?;
-    let configured: Vec<&MariaDb> = bed.servers().iter().take(2).collect();
-    let port_of = |name: &str| bed.server(name).map(|s| s.port);
-    let ports = free_ports(2)?;
-    let cfg = format!(
-        "[datapath]\nmode = \"userspace\"\n\n[admin]\nsql_address = \"127.0.0.1:{}\"\nhttp_address = \"127.0.0.1:{}\"\ntoken = \"{TOKEN}\"\n\n[mover]\ndefault_wait_timeout_s = 10\n\n{}{}",
-        ports[0],
-        ports[1],
-        app_users_toml(),
-        servers_toml(&configured)
-    );
-    let r = Redirector::start(&cfg)?;
-    let mut a = open(&r).await?;
-    let mut b = open(&r).await?;
+    // db3 is not configured: it joins with add-server.
+    let bed = Bed::builder()
+        .servers(3)
+        .configured(2)
+        .datapath(Datapath::Userspace)
+        .token(TOKEN)
+        .mover_wait_timeout(10)
+        .start()?;
+    let configured = &bed.servers()[..2];
+    let port_of = |name: &str| bed.port_of(name).ok();
+    let r = &bed.daemon;
+    let mut a = bed.conn().await?;
+    let mut b = bed.conn().await?;
 
     // ---- sessions, servers: tables and JSON.
-    let text = ctl(&r, &["sessions"]).await?;
+    let text = ctl(r, &["sessions"]).await?;
     assert!(
         text.starts_with("SESSION_ID  USER  CLIENT_ADDRESS"),
         "{text}"
@@ -119,9 +99,9 @@ async fn every_subcommand() -> Result<()> {
     let rows = table_rows(&text);
     assert_eq!(rows.len(), 2, "{text}");
     assert!(rows.iter().all(|r| r[1] == APP_USER), "{text}");
-    let json = ctl_json(&r, &["sessions"]).await?;
+    let json = ctl_json(r, &["sessions"]).await?;
     assert_eq!(json.as_array().map(Vec::len), Some(2), "{json}");
-    let text = ctl(&r, &["servers"]).await?;
+    let text = ctl(r, &["servers"]).await?;
     let rows = table_rows(&text);
     assert_eq!(rows.len(), 2, "{text}");
     assert_eq!(
@@ -129,7 +109,7 @@ async fn every_subcommand() -> Result<()> {
         ["db1", configured[0].addr().to_string().as_str()]
     );
     assert_eq!(rows[0][3..], ["active", "1", "yes"], "{text}");
-    let json = ctl_json(&r, &["servers"]).await?;
+    let json = ctl_json(r, &["servers"]).await?;
     assert_eq!(json[1]["server_name"], "db2", "{json}");
 
     // ---- move by id, then moves.
@@ -140,10 +120,10 @@ async fn every_subcommand() -> Result<()> {
         "db1"
     };
     let id = a.id().to_string();
-    let text = ctl(&r, &["move", "--to", to, "--sessions", &id, "--wait", "10"]).await?;
+    let text = ctl(r, &["move", "--to", to, "--sessions", &id, "--wait", "10"]).await?;
     assert!(text.contains("1 session(s) moved"), "{text}");
     assert_eq!(Some(port(&mut a).await?), port_of(to));
-    let text = ctl(&r, &["moves"]).await?;
+    let text = ctl(r, &["moves"]).await?;
     assert!(
         text.starts_with("SESSION_ID  FROM_SERVER  TO_SERVER  RESULT"),
         "{text}"
@@ -154,15 +134,15 @@ async fn every_subcommand() -> Result<()> {
             .any(|r| r[0] == id && r[2] == to && r[3] == "ok"),
         "{text}"
     );
-    let json = ctl_json(&r, &["moves"]).await?;
+    let json = ctl_json(r, &["moves"]).await?;
     assert!(json.as_array().is_some_and(|m| !m.is_empty()), "{json}");
 
     // ---- move --all-inactive, move --all --from.
-    ctl(&r, &["move", "--to", "db1", "--all-inactive"]).await?;
+    ctl(r, &["move", "--to", "db1", "--all-inactive"]).await?;
     assert_eq!(Some(port(&mut a).await?), port_of("db1"));
     assert_eq!(Some(port(&mut b).await?), port_of("db1"));
     let report = ctl_json(
-        &r,
+        r,
         &["move", "--all", "--from", "db1", "--to", "db2", "--force"],
     )
     .await?;
@@ -174,35 +154,35 @@ async fn every_subcommand() -> Result<()> {
     assert_eq!(Some(port(&mut b).await?), port_of("db2"));
 
     // ---- drain, undrain.
-    let text = ctl(&r, &["drain", "db2", "--wait", "10"]).await?;
+    let text = ctl(r, &["drain", "db2", "--wait", "10"]).await?;
     assert!(
         text.contains("server 'db2' drained: 2 session(s) moved"),
         "{text}"
     );
-    let servers = ctl_json(&r, &["servers"]).await?;
+    let servers = ctl_json(r, &["servers"]).await?;
     assert_eq!(servers[1]["state"], "drained", "{servers}");
-    let text = ctl(&r, &["undrain", "db2"]).await?;
+    let text = ctl(r, &["undrain", "db2"]).await?;
     assert!(text.contains("accepts new sessions again"), "{text}");
     assert!(table_rows(&text).iter().all(|r| r[3] == "active"), "{text}");
 
     // ---- add-server, rebalance, remove-server.
-    let db3 = bed.server("db3").context("db3")?.addr().to_string();
-    let text = ctl(&r, &["add-server", "db3", &db3, "--weight", "10"]).await?;
+    let db3 = bed.bed.server("db3").context("db3")?.addr().to_string();
+    let text = ctl(r, &["add-server", "db3", &db3, "--weight", "10"]).await?;
     assert!(table_rows(&text).iter().any(|r| r[0] == "db3"), "{text}");
-    let text = ctl(&r, &["rebalance", "--wait", "10"]).await?;
+    let text = ctl(r, &["rebalance", "--wait", "10"]).await?;
     assert!(text.contains("rebalanced: "), "{text}");
-    let sessions = ctl_json(&r, &["sessions"]).await?;
+    let sessions = ctl_json(r, &["sessions"]).await?;
     let servers_used: std::collections::BTreeSet<&str> = sessions
         .as_array()
         .map(|s| s.iter().filter_map(|x| x["server_name"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(servers_used.len(), 2, "{sessions}");
-    ctl(&r, &["remove-server", "db3", "--wait", "10"]).await?;
-    let servers = ctl_json(&r, &["servers"]).await?;
+    ctl(r, &["remove-server", "db3", "--wait", "10"]).await?;
+    let servers = ctl_json(r, &["servers"]).await?;
     assert_eq!(servers.as_array().map(Vec::len), Some(2), "{servers}");
 
     // ---- policy get / set (file and inline).
-    let policy = ctl_json(&r, &["policy", "get"]).await?;
+    let policy = ctl_json(r, &["policy", "get"]).await?;
     assert!(policy["clusterResourceGroups"].is_array(), "{policy}");
     let file = r.dir.join("policy.json");
     std::fs::write(
@@ -210,40 +190,40 @@ async fn every_subcommand() -> Result<()> {
         r#"{"version":1,"clusterResourceGroups":[{"groupId":"g","clusters":[{"clusterId":"db1","weight":5},{"clusterId":"db2","weight":20}],"scalingPolicy":"session-weighted"}]}"#,
     )?;
     let set: Value =
-        serde_json::from_str(&ctl(&r, &["policy", "set", &file.to_string_lossy()]).await?)?;
+        serde_json::from_str(&ctl(r, &["policy", "set", &file.to_string_lossy()]).await?)?;
     assert_eq!(
         set["clusterResourceGroups"][0]["clusters"][0]["weight"], 5,
         "{set}"
     );
     let inline = r#"{"version":1,"clusterResourceGroups":[{"groupId":"g","clusters":[{"clusterId":"db1","weight":1}],"scalingPolicy":"session-round-robin"}]}"#;
-    let set: Value = serde_json::from_str(&ctl(&r, &["policy", "set", inline]).await?)?;
+    let set: Value = serde_json::from_str(&ctl(r, &["policy", "set", inline]).await?)?;
     assert_eq!(
         set["clusterResourceGroups"][0]["scalingPolicy"],
         "session-round-robin"
     );
-    let (code, err) = ctl_fails(&r, Some(TOKEN), &["policy", "set", "{\"version\": 1,"]).await?;
+    let (code, err) = ctl_fails(r, Some(TOKEN), &["policy", "set", "{\"version\": 1,"]).await?;
     assert!(code == 1 && err.contains("line 1 column"), "{code}: {err}");
 
     // ---- token: from the environment; missing; wrong.
-    let out = ctl_env(&r, Some(TOKEN), &["servers"]).await?;
+    let out = ctl_env(r, Some(TOKEN), &["servers"]).await?;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (code, err) = ctl_fails(&r, None, &["sessions"]).await?;
+    let (code, err) = ctl_fails(r, None, &["sessions"]).await?;
     assert_eq!(code, 1, "{err}");
     assert!(err.starts_with("error: missing bearer token"), "{err}");
     assert!(err.contains("HTTP 401"), "{err}");
-    let (_, err) = ctl_fails(&r, Some("wrong"), &["servers"]).await?;
+    let (_, err) = ctl_fails(r, Some("wrong"), &["servers"]).await?;
     assert!(err.contains("invalid bearer token"), "{err}");
 
     // ---- errors: unknown server, unknown session, no daemon.
-    let (code, err) = ctl_fails(&r, Some(TOKEN), &["drain", "nope"]).await?;
+    let (code, err) = ctl_fails(r, Some(TOKEN), &["drain", "nope"]).await?;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("unknown server 'nope'"), "{err}");
     let (code, err) = ctl_fails(
-        &r,
+        r,
         Some(TOKEN),
         &["move", "--to", "db1", "--sessions", "999999"],
     )
@@ -267,9 +247,9 @@ async fn every_subcommand() -> Result<()> {
         "{err}"
     );
     // Usage errors are clap's (exit 2): --to is required, and one selection.
-    let (code, _) = ctl_fails(&r, Some(TOKEN), &["move", "--all"]).await?;
+    let (code, _) = ctl_fails(r, Some(TOKEN), &["move", "--all"]).await?;
     assert_eq!(code, 2);
-    let (code, _) = ctl_fails(&r, Some(TOKEN), &["move", "--to", "db1"]).await?;
+    let (code, _) = ctl_fails(r, Some(TOKEN), &["move", "--to", "db1"]).await?;
     assert_eq!(code, 2);
     drop((a, b));
     Ok(())

@@ -4,115 +4,42 @@
 //! `proxy_ebpf.rs`, `proxy_edge_cases_ebpf.rs`.)
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use mysql_async::prelude::*;
-use redirector_tests::daemon::{app_users_toml, free_port, servers_toml, Redirector};
+use redirector_tests::admin::samples;
+use redirector_tests::client::port;
 use redirector_tests::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
-struct Bed {
-    bed: TestBed,
-    daemon: Redirector,
-    http: String,
-    client: reqwest::Client,
+/// `n` servers behind a daemon on the kernel path, room for many sessions.
+fn start(n: usize) -> Result<Bed> {
+    Bed::builder()
+        .servers(n)
+        .datapath(Datapath::Ebpf)
+        .extra("[listen]\naddress = \"{listen}\"\nmax_connections = 2000\n")
+        .start()
 }
 
-impl Bed {
-    async fn start(n: usize) -> Result<Bed> {
-        let bed = TestBed::start(n)?;
-        let http = format!("127.0.0.1:{}", free_port()?);
-        let servers: Vec<&MariaDb> = bed.servers().iter().collect();
-        let cfg = format!(
-            "[datapath]\nmode = \"ebpf\"\n\n[listen]\naddress = \"{{listen}}\"\nmax_connections = 2000\n\n[admin]\nsql_address = \"127.0.0.1:{}\"\nhttp_address = \"{http}\"\n\n{}{}",
-            free_port()?,
-            app_users_toml(),
-            servers_toml(&servers)
-        );
-        let daemon = Redirector::start(&cfg)?;
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(60))
-            .build()?;
-        Ok(Bed {
-            bed,
-            daemon,
-            http,
-            client,
+/// Bytes carried on `datapath` so far (`redirector_bytes_total`, summed
+/// over directions and servers).
+async fn bytes(b: &Bed, datapath: &str) -> Result<f64> {
+    let m = samples(&b.http.scrape().await?);
+    Ok(m.iter()
+        .filter(|(k, _)| {
+            k.starts_with("redirector_bytes_total{") && k.contains(&format!("datapath={datapath}"))
         })
-    }
+        .map(|(_, v)| v)
+        .sum())
+}
 
-    fn opts(&self) -> mysql_async::OptsBuilder {
-        mysql_async::OptsBuilder::default()
-            .ip_or_hostname(self.daemon.addr.ip().to_string())
-            .tcp_port(self.daemon.addr.port())
-            .user(Some(APP_USER))
-            .pass(Some(APP_PASSWORD))
-            .db_name(Some(TEST_DB))
-            .prefer_socket(false)
-    }
-
-    async fn conn(&self) -> Result<mysql_async::Conn> {
-        Ok(mysql_async::Conn::new(self.opts()).await?)
-    }
-
-    async fn get(&self, path: &str) -> Result<Value> {
-        let r = self
-            .client
-            .get(format!("http://{}{path}", self.http))
-            .send()
-            .await?;
-        Ok(r.json().await?)
-    }
-
-    /// Every sample of the Prometheus scrape: (name + sorted labels) → value.
-    async fn metrics(&self) -> Result<BTreeMap<String, f64>> {
-        let text = self
-            .client
-            .get(format!("http://{}/metrics", self.http))
-            .send()
-            .await?
-            .text()
-            .await?;
-        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))?;
-        let mut out = BTreeMap::new();
-        for s in scrape.samples {
-            let v = match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => continue,
-            };
-            let mut labels: Vec<String> =
-                s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            labels.sort();
-            out.insert(format!("{}{{{}}}", s.metric, labels.join(",")), v);
-        }
-        Ok(out)
-    }
-
-    async fn bytes(&self, datapath: &str) -> Result<f64> {
-        let m = self.metrics().await?;
-        Ok(m.iter()
-            .filter(|(k, _)| {
-                k.starts_with("redirector_bytes_total{")
-                    && k.contains(&format!("datapath={datapath}"))
-            })
-            .map(|(_, v)| v)
-            .sum())
-    }
-
-    /// Entries in each kernel map (`redirector_ebpf_map_entries`).
-    async fn map_entries(&self) -> Result<BTreeMap<String, f64>> {
-        Ok(self
-            .metrics()
-            .await?
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("redirector_ebpf_map_entries"))
-            .collect())
-    }
+/// Entries in each kernel map (`redirector_ebpf_map_entries`).
+async fn map_entries(b: &Bed) -> Result<BTreeMap<String, f64>> {
+    Ok(samples(&b.http.scrape().await?)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("redirector_ebpf_map_entries"))
+        .collect())
 }
 
 fn total(entries: &BTreeMap<String, f64>) -> f64 {
@@ -125,12 +52,12 @@ fn total(entries: &BTreeMap<String, f64>) -> f64 {
 #[ignore = "open defect (issue #4): under load the kernel path intermittently passes part of a response to the daemon, which then ends the session (\"server lost\")"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_run_in_the_kernel_and_slow_path_commands_in_the_daemon() -> Result<()> {
-    let b = Bed::start(1).await?;
+    let b = start(1)?;
     let mut c = b.conn().await?;
     c.query_drop("CREATE TABLE k (id INT PRIMARY KEY, v VARCHAR(64))")
         .await?;
-    let user_before = b.bytes("userspace").await?;
-    let kernel_before = b.bytes("ebpf").await?;
+    let user_before = bytes(&b, "userspace").await?;
+    let kernel_before = bytes(&b, "ebpf").await?;
     for i in 0..200 {
         c.query_drop(format!("INSERT INTO k VALUES ({i}, REPEAT('x', {i} % 64))"))
             .await?;
@@ -152,7 +79,7 @@ async fn queries_run_in_the_kernel_and_slow_path_commands_in_the_daemon() -> Res
     // A transaction: the kernel tracks IN_TRANS.
     c.query_drop("BEGIN").await?;
     c.query_drop("UPDATE k SET v = 'y' WHERE id = 1").await?;
-    let sessions = b.get("/v1/sessions").await?;
+    let sessions = b.http.get("/v1/sessions").await?;
     let me = &sessions[0];
     ensure!(me["datapath"] == "ebpf", "{me}");
     ensure!(me["in_transaction"] == true, "{me}");
@@ -163,16 +90,16 @@ async fn queries_run_in_the_kernel_and_slow_path_commands_in_the_daemon() -> Res
     c.disconnect().await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let user = b.bytes("userspace").await? - user_before;
-    let kernel = b.bytes("ebpf").await? - kernel_before;
+    let user = bytes(&b, "userspace").await? - user_before;
+    let kernel = bytes(&b, "ebpf").await? - kernel_before;
     ensure!(kernel > 20_000.0, "kernel bytes {kernel}");
     ensure!(user < kernel / 2.0, "userspace {user} vs kernel {kernel}");
-    let sessions = b.get("/v1/sessions").await?;
+    let sessions = b.http.get("/v1/sessions").await?;
     ensure!(
         sessions.as_array().is_some_and(|a| a.is_empty()),
         "{sessions}"
     );
-    let left = b.map_entries().await?;
+    let left = map_entries(&b).await?;
     ensure!(total(&left) == 0.0, "{left:?}");
     Ok(())
 }
@@ -182,52 +109,22 @@ async fn queries_run_in_the_kernel_and_slow_path_commands_in_the_daemon() -> Res
 #[ignore = "open defect (issue #4): under load the kernel path intermittently passes part of a response to the daemon, which then ends the session (\"server lost\")"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sysbench_payload_does_not_pass_through_the_daemon() -> Result<()> {
-    let b = Bed::start(1).await?;
-    let server = &b.bed.servers()[0];
-    let common = |port: u16| {
-        vec![
-            "--db-driver=mysql".to_string(),
-            "--mysql-host=127.0.0.1".to_string(),
-            format!("--mysql-port={port}"),
-            format!("--mysql-user={APP_USER}"),
-            format!("--mysql-password={APP_PASSWORD}"),
-            format!("--mysql-db={TEST_DB}"),
-            "--tables=2".to_string(),
-            "--table-size=10000".to_string(),
-        ]
-    };
-    let out = Command::new("sysbench")
-        .arg("oltp_read_only")
-        .args(common(server.port))
-        .arg("prepare")
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let user_before = b.bytes("userspace").await?;
-    let kernel_before = b.bytes("ebpf").await?;
-    let out = Command::new("sysbench")
-        .arg("oltp_read_only")
-        .args(common(b.daemon.addr.port()))
-        .args(["--threads=8", "--time=8", "--report-interval=0"])
-        .arg("run")
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ensure!(
-        stdout.contains("ignored errors:                      0"),
-        "{stdout}"
-    );
+    let b = start(1)?;
+    let sb = Sysbench::new("oltp_read_only")
+        .tables(2)
+        .table_size(10_000)
+        .threads(8)
+        .seconds(8);
+    sb.prepare(b.servers()[0].addr())?;
+    let user_before = bytes(&b, "userspace").await?;
+    let kernel_before = bytes(&b, "ebpf").await?;
+    let report = sb.run(b.addr())?;
+    let stdout = &report.stdout;
+    ensure!(report.ignored_errors == Some(0), "{stdout}");
     // Sessions publish their kernel counters at the latest when they end.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let user = b.bytes("userspace").await? - user_before;
-    let kernel = b.bytes("ebpf").await? - kernel_before;
+    let user = bytes(&b, "userspace").await? - user_before;
+    let kernel = bytes(&b, "ebpf").await? - kernel_before;
     println!("sysbench oltp_read_only 8 threads: kernel {kernel} bytes, daemon {user} bytes");
     ensure!(kernel > 5_000_000.0, "kernel bytes {kernel}\n{stdout}");
     // The daemon sees logins, PREPAREs and each statement's first EXECUTE.
@@ -238,7 +135,7 @@ async fn sysbench_payload_does_not_pass_through_the_daemon() -> Result<()> {
 /// 10,000 sessions opened, used and closed leave no map entries behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_sessions_leave_no_map_entries() -> Result<()> {
-    let b = Bed::start(1).await?;
+    let b = start(1)?;
     let t0 = Instant::now();
     let total_sessions = 10_000;
     let parallel = 50;
@@ -269,7 +166,7 @@ async fn ten_thousand_sessions_leave_no_map_entries() -> Result<()> {
     // Entries go when each session ends; allow the last ones to finish.
     let deadline = Instant::now() + Duration::from_secs(20);
     let left = loop {
-        let left = b.map_entries().await?;
+        let left = map_entries(&b).await?;
         if total(&left) == 0.0 || Instant::now() > deadline {
             break left;
         }
@@ -284,31 +181,25 @@ async fn ten_thousand_sessions_leave_no_map_entries() -> Result<()> {
 /// the kernel carries it again on the target.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kernel_carried_session_moves_and_stays_in_the_kernel() -> Result<()> {
-    let b = Bed::start(2).await?;
+    let b = start(2)?;
     let mut c = b.conn().await?;
     c.query_drop("SET @tag = 'kept', SESSION sql_mode = 'ANSI_QUOTES'")
         .await?;
-    let port: Option<u16> = c.query_first("SELECT @@port").await?;
-    let port = port.context("port")?;
-    let to = b
-        .bed
-        .servers()
-        .iter()
-        .find(|s| s.port != port)
-        .map(|s| s.name.clone())
-        .context("other server")?;
+    let port = port(&mut c).await?;
+    let to = b.other_server(&b.name_of_port(port)?)?;
     let id = c.id();
-    let sessions = b.get("/v1/sessions").await?;
+    let sessions = b.http.get("/v1/sessions").await?;
     let sid = sessions[0]["session_id"].clone();
     ensure!(sessions[0]["datapath"] == "ebpf", "{sessions}");
-    let r = b
-        .client
-        .post(format!("http://{}/v1/sessions/move", b.http))
-        .json(&json!({"sessions": [sid], "to": to, "wait_timeout_s": 10}))
-        .send()
+    let (status, body) = b
+        .http
+        .post(
+            "/v1/sessions/move",
+            json!({"sessions": [sid], "to": to, "wait_timeout_s": 10}),
+        )
         .await?;
-    ensure!(r.status().is_success(), "{}", r.text().await?);
-    let kernel_before = b.bytes("ebpf").await?;
+    ensure!(status.is_success(), "{body}");
+    let kernel_before = bytes(&b, "ebpf").await?;
     for _ in 0..50 {
         let row: Option<(u16, String, String)> =
             c.query_first("SELECT @@port, @tag, @@sql_mode").await?;
@@ -321,7 +212,7 @@ async fn a_kernel_carried_session_moves_and_stays_in_the_kernel() -> Result<()> 
     ensure!(c.id() == id);
     c.disconnect().await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let kernel = b.bytes("ebpf").await? - kernel_before;
+    let kernel = bytes(&b, "ebpf").await? - kernel_before;
     ensure!(
         kernel > 2_000.0,
         "after the move the kernel carried {kernel} bytes"

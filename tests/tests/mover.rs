@@ -6,141 +6,43 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use mysql_async::prelude::*;
-use mysql_async::{Conn, OptsBuilder, Row, Value as SqlValue};
-use redirector_tests::daemon::{app_users_toml, free_port, servers_toml, Redirector};
+use mysql_async::{Conn, Row, Value as SqlValue};
+use redirector_tests::admin::{sample, StatusCode};
+use redirector_tests::client::{port, session_id};
 use redirector_tests::*;
 use serde_json::{json, Value};
 
-struct Bed {
-    bed: TestBed,
-    daemon: Redirector,
-    http: String,
-    client: reqwest::Client,
+/// `n` servers behind a userspace-mode daemon, round-robin placement.
+fn start(n: usize) -> Result<Bed> {
+    Bed::builder()
+        .servers(n)
+        .datapath(Datapath::Userspace)
+        .mover_wait_timeout(5)
+        .round_robin()
+        .start()
 }
 
-impl Drop for Bed {
-    fn drop(&mut self) {
-        // Tests fail with Err (no panic), so the harness would not show it.
-        if std::env::var_os("REDIRECTOR_TEST_SHOW_LOG").is_some() {
-            eprintln!("---- daemon log ----\n{}", self.daemon.log());
-        }
-    }
-}
-
-impl Bed {
-    /// `n` servers behind a userspace-mode daemon, round-robin placement.
-    async fn start(n: usize) -> Result<Bed> {
-        let bed = TestBed::start(n)?;
-        let http = format!("127.0.0.1:{}", free_port()?);
-        let servers: Vec<&MariaDb> = bed.servers().iter().collect();
-        let clusters: Vec<String> = servers
-            .iter()
-            .map(|s| format!("{{\"clusterId\":\"{}\",\"weight\":10}}", s.name))
-            .collect();
-        let policy = format!(
-            "{{\"version\":1,\"clusterResourceGroups\":[{{\"groupId\":\"default\",\"clusters\":[{}],\"scalingPolicy\":\"session-round-robin\"}}]}}",
-            clusters.join(",")
-        );
-        let cfg = format!(
-            "[datapath]\nmode = \"userspace\"\n\n[admin]\nsql_address = \"127.0.0.1:{}\"\nhttp_address = \"{http}\"\n\n[mover]\ndefault_wait_timeout_s = 5\n\n[policy]\ninline = '{policy}'\n\n{}{}",
-            free_port()?,
-            app_users_toml(),
-            servers_toml(&servers)
-        );
-        let daemon = Redirector::start(&cfg)?;
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(60))
-            .build()?;
-        let b = Bed {
-            bed,
-            daemon,
-            http,
-            client,
-        };
-        for _ in 0..100 {
-            if b.get("/v1/servers").await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(b)
-    }
-
-    async fn conn(&self) -> Result<Conn> {
-        let opts = OptsBuilder::default()
-            .ip_or_hostname(self.daemon.addr.ip().to_string())
-            .tcp_port(self.daemon.addr.port())
-            .user(Some(APP_USER))
-            .pass(Some(APP_PASSWORD))
-            .db_name(Some(TEST_DB))
-            // Never reconnect over the backend's unix socket.
-            .prefer_socket(false);
-        Ok(Conn::new(opts).await?)
-    }
-
-    async fn get(&self, path: &str) -> Result<Value> {
-        let r = self
-            .client
-            .get(format!("http://{}{path}", self.http))
-            .send()
-            .await?;
-        Ok(r.json().await?)
-    }
-
-    /// POSTs and returns (status, body).
-    async fn post(&self, path: &str, body: Value) -> Result<(u16, Value)> {
-        let r = self
-            .client
-            .post(format!("http://{}{path}", self.http))
-            .json(&body)
-            .send()
-            .await?;
-        let status = r.status().as_u16();
-        let text = r.text().await?;
-        let v = serde_json::from_str(&text).with_context(|| format!("{path}: {text}"))?;
-        Ok((status, v))
-    }
-
-    async fn move_to(&self, ids: &[u64], to: &str, wait: f64, force: bool) -> Result<(u16, Value)> {
-        self.post(
+/// `POST /v1/sessions/move`; status and reply.
+async fn move_to(
+    b: &Bed,
+    ids: &[u64],
+    to: &str,
+    wait: f64,
+    force: bool,
+) -> Result<(StatusCode, Value)> {
+    b.http
+        .post(
             "/v1/sessions/move",
             json!({"sessions": ids, "to": to, "wait_timeout_s": wait, "force": force}),
         )
         .await
-    }
-
-    /// The server name a session's port belongs to, and the other one.
-    fn names_for(&self, port: u16) -> (String, String) {
-        let here = self
-            .bed
-            .servers()
-            .iter()
-            .find(|s| s.port == port)
-            .map(|s| s.name.clone())
-            .unwrap_or_default();
-        let other = self
-            .bed
-            .servers()
-            .iter()
-            .find(|s| s.port != port)
-            .map(|s| s.name.clone())
-            .unwrap_or_default();
-        (here, other)
-    }
-
-    fn port_of(&self, name: &str) -> u16 {
-        self.bed.server(name).map(|s| s.port).unwrap_or(0)
-    }
 }
 
-/// The session's id in the redirector = the connection id it was given.
-fn session_id(c: &Conn) -> u64 {
-    u64::from(c.id())
-}
-
-async fn port(c: &mut Conn) -> Result<u16> {
-    Ok(c.query_first::<u16, _>("SELECT @@port").await?.unwrap_or(0))
+/// The server the session is on, and another one to move it to.
+async fn here_and_there(b: &Bed, c: &mut Conn) -> Result<(String, String)> {
+    let here = b.server_of(c).await?;
+    let there = b.other_server(&here)?;
+    Ok((here, there))
 }
 
 /// Everything a client can see of the session state we set up.
@@ -160,12 +62,12 @@ async fn state(c: &mut Conn) -> Result<Vec<SqlValue>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn move_carries_every_kind_of_state() -> Result<()> {
-    let b = Bed::start(2).await?;
+    let b = start(2)?;
     for s in b.bed.servers() {
         s.sql("CREATE DATABASE IF NOT EXISTS mover_db; CREATE TABLE IF NOT EXISTS mover_db.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")?;
     }
     let mut c = b.conn().await?;
-    let (here, there) = b.names_for(port(&mut c).await?);
+    let (here, there) = here_and_there(&b, &mut c).await?;
     // Statement 1 is closed again: the target must fill the id gap.
     let gap = c.prep("SELECT 1").await?;
     let stmt = c.prep("SELECT ? + 1, @s").await?;
@@ -191,12 +93,12 @@ async fn move_carries_every_kind_of_state() -> Result<()> {
     c.query_drop("COMMIT").await?;
     let before = state(&mut c).await?;
 
-    let (status, body) = b.move_to(&[session_id(&c)], &there, 5.0, false).await?;
+    let (status, body) = move_to(&b, &[session_id(&c)], &there, 5.0, false).await?;
     ensure!(status == 200, "move failed: {status} {body}");
     ensure!(body["moved"][0]["to_server"] == there.as_str(), "{body}");
 
     ensure!(
-        port(&mut c).await? == b.port_of(&there),
+        port(&mut c).await? == b.port_of(&there)?,
         "session still on {here}"
     );
     let after = state(&mut c).await?;
@@ -214,7 +116,7 @@ async fn move_carries_every_kind_of_state() -> Result<()> {
     ensure!(visible.trim() == "0", "autocommit was not 0: {visible}");
     c.query_drop("ROLLBACK").await?;
 
-    let sessions = b.get("/v1/sessions").await?;
+    let sessions = b.http.get("/v1/sessions").await?;
     let me = sessions
         .as_array()
         .and_then(|a| a.iter().find(|s| s["session_id"] == session_id(&c)))
@@ -223,36 +125,23 @@ async fn move_carries_every_kind_of_state() -> Result<()> {
         me["server_name"] == there.as_str() && me["moves"] == 1,
         "{me}"
     );
-    let moves = b.get("/v1/moves").await?;
+    let moves = b.http.get("/v1/moves").await?;
     ensure!(moves[0]["result"] == "ok", "{moves}");
 
     // The move is in the Prometheus metrics (parsed by a real parser).
-    let text = b
-        .client
-        .get(format!("http://{}/metrics", b.http))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))?;
-    let sample = |name: &str, labels: &[(&str, &str)]| {
-        scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .map(|s| s.value.clone())
-    };
+    let scrape = b.http.scrape().await?;
     match sample(
+        &scrape,
         "redirector_moves_total",
         &[("result", "ok"), ("reason", "operator")],
     ) {
         // OpenMetrics counters parse as untyped with this parser.
         Some(prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v)) => {
-            ensure!(v == 1.0, "moves_total {v}")
+            ensure!(*v == 1.0, "moves_total {v}")
         }
         other => anyhow::bail!("redirector_moves_total: {other:?}"),
     }
-    match sample("redirector_move_duration_seconds", &[]) {
+    match sample(&scrape, "redirector_move_duration_seconds", &[]) {
         Some(prometheus_parse::Value::Histogram(h)) => {
             let count = h.iter().map(|b| b.count).fold(0.0, f64::max);
             ensure!(count == 1.0, "move_duration_seconds count {count}");
@@ -264,14 +153,14 @@ async fn move_carries_every_kind_of_state() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn move_and_back_keeps_new_statements_working() -> Result<()> {
-    let b = Bed::start(2).await?;
+    let b = start(2)?;
     let mut c = b.conn().await?;
-    let (here, there) = b.names_for(port(&mut c).await?);
+    let (here, there) = here_and_there(&b, &mut c).await?;
     let s1 = c.prep("SELECT CONCAT(?, 'x')").await?;
     for (round, to) in [&there, &here, &there].into_iter().enumerate() {
-        let (status, body) = b.move_to(&[session_id(&c)], to, 5.0, false).await?;
+        let (status, body) = move_to(&b, &[session_id(&c)], to, 5.0, false).await?;
         ensure!(status == 200, "round {round}: {body}");
-        ensure!(port(&mut c).await? == b.port_of(to));
+        ensure!(port(&mut c).await? == b.port_of(to)?);
         let v: String = c.exec_first(&s1, ("a",)).await?.context("row")?;
         ensure!(v == "ax");
         // A statement prepared after a move gets an id that works too.
@@ -286,7 +175,7 @@ async fn move_and_back_keeps_new_statements_working() -> Result<()> {
 /// and the session keeps working where it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_movable_reasons() -> Result<()> {
-    let b = Bed::start(2).await?;
+    let b = start(2)?;
     for s in b.bed.servers() {
         s.sql("CREATE TABLE IF NOT EXISTS test.lk (a INT)")?;
     }
@@ -316,9 +205,9 @@ async fn not_movable_reasons() -> Result<()> {
     ];
     for (setup, reason, undo) in cases {
         let mut c = b.conn().await?;
-        let (here, there) = b.names_for(port(&mut c).await?);
+        let (here, there) = here_and_there(&b, &mut c).await?;
         c.query_drop(*setup).await?;
-        let (status, body) = b.move_to(&[session_id(&c)], &there, 0.5, false).await?;
+        let (status, body) = move_to(&b, &[session_id(&c)], &there, 0.5, false).await?;
         ensure!(status == 409, "{setup}: moved anyway: {body}");
         let err = body["error"].as_str().unwrap_or_default();
         ensure!(
@@ -326,21 +215,21 @@ async fn not_movable_reasons() -> Result<()> {
             "{setup}: error does not name the session and '{reason}': {err}"
         );
         ensure!(
-            port(&mut c).await? == b.port_of(&here),
+            port(&mut c).await? == b.port_of(&here)?,
             "{setup}: session left"
         );
         for stmt in undo.split("; ") {
             c.query_drop(stmt).await?;
         }
         // Once the state is gone, the same session moves.
-        let (status, body) = b.move_to(&[session_id(&c)], &there, 5.0, false).await?;
+        let (status, body) = move_to(&b, &[session_id(&c)], &there, 5.0, false).await?;
         ensure!(status == 200, "{setup}: after '{undo}': {body}");
-        ensure!(port(&mut c).await? == b.port_of(&there));
+        ensure!(port(&mut c).await? == b.port_of(&there)?);
     }
     // The registry shows the reason without a move being tried.
     let mut c = b.conn().await?;
     c.query_drop("CREATE TEMPORARY TABLE tmp2 (a INT)").await?;
-    let sessions = b.get("/v1/sessions").await?;
+    let sessions = b.http.get("/v1/sessions").await?;
     let me = sessions
         .as_array()
         .and_then(|a| a.iter().find(|s| s["session_id"] == session_id(&c)))
@@ -358,24 +247,22 @@ async fn not_movable_reasons() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_timeout_then_commit_moves() -> Result<()> {
-    let b = Bed::start(2).await?;
+    let b = start(2)?;
     let mut c = b.conn().await?;
-    let (_, there) = b.names_for(port(&mut c).await?);
+    let (_, there) = here_and_there(&b, &mut c).await?;
     c.query_drop("START TRANSACTION").await?;
     c.query_drop("SELECT 1").await?;
     let id = session_id(&c);
     // The move waits while the transaction is open, and goes once it ends.
     let mover = {
-        let client = b.client.clone();
-        let url = format!("http://{}/v1/sessions/move", b.http);
+        let http = b.http.clone();
         let there = there.clone();
         tokio::spawn(async move {
-            let r = client
-                .post(url)
-                .json(&json!({"sessions": [id], "to": there, "wait_timeout_s": 20}))
-                .send()
-                .await?;
-            anyhow::Ok((r.status().as_u16(), r.text().await?))
+            http.post(
+                "/v1/sessions/move",
+                json!({"sessions": [id], "to": there, "wait_timeout_s": 20}),
+            )
+            .await
         })
     };
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -384,17 +271,17 @@ async fn wait_timeout_then_commit_moves() -> Result<()> {
         "the move did not wait for the transaction"
     );
     c.query_drop("COMMIT").await?;
-    let (status, text) = mover.await??;
-    ensure!(status == 200, "{text}");
-    ensure!(port(&mut c).await? == b.port_of(&there));
+    let (status, body) = mover.await??;
+    ensure!(status == 200, "{body}");
+    ensure!(port(&mut c).await? == b.port_of(&there)?);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_kills_the_running_statement_then_moves() -> Result<()> {
-    let b = Bed::start(2).await?;
+    let b = start(2)?;
     let mut c = b.conn().await?;
-    let (here, there) = b.names_for(port(&mut c).await?);
+    let (here, there) = here_and_there(&b, &mut c).await?;
     let id = session_id(&c);
     let sleeper = tokio::spawn(async move {
         let r = c.query_drop("SELECT SLEEP(30)").await;
@@ -402,7 +289,7 @@ async fn force_kills_the_running_statement_then_moves() -> Result<()> {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Without FORCE: times out, naming the busy session.
-    let (status, body) = b.move_to(&[id], &there, 0.5, false).await?;
+    let (status, body) = move_to(&b, &[id], &there, 0.5, false).await?;
     ensure!(status == 409, "{body}");
     ensure!(
         body["error"]
@@ -412,7 +299,7 @@ async fn force_kills_the_running_statement_then_moves() -> Result<()> {
         "{body}"
     );
     let started = std::time::Instant::now();
-    let (status, body) = b.move_to(&[id], &there, 0.5, true).await?;
+    let (status, body) = move_to(&b, &[id], &there, 0.5, true).await?;
     ensure!(status == 200, "FORCE: {body}");
     let (mut c, r) = sleeper.await?;
     ensure!(
@@ -422,13 +309,13 @@ async fn force_kills_the_running_statement_then_moves() -> Result<()> {
     // SLEEP() killed by KILL QUERY returns 1 rather than an error in
     // MariaDB; either way the client got its answer and is on the target.
     let _ = r;
-    ensure!(port(&mut c).await? == b.port_of(&there), "still on {here}");
+    ensure!(port(&mut c).await? == b.port_of(&there)?, "still on {here}");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_rebalance_and_remove() -> Result<()> {
-    let mut b = Bed::start(2).await?;
+    let mut b = start(2)?;
     let mut conns = Vec::new();
     for _ in 0..6 {
         conns.push(b.conn().await?);
@@ -438,8 +325,9 @@ async fn drain_rebalance_and_remove() -> Result<()> {
     // One session in a transaction: the drain times out naming it.
     conns[0].query_drop("START TRANSACTION").await?;
     let busy = session_id(&conns[0]);
-    let on_db1 = port(&mut conns[0]).await? == b.port_of(&db1);
+    let on_db1 = port(&mut conns[0]).await? == b.port_of(&db1)?;
     let (status, body) = b
+        .http
         .post(
             &format!("/v1/servers/{db1}/drain"),
             json!({"wait_timeout_s": 1}),
@@ -456,12 +344,12 @@ async fn drain_rebalance_and_remove() -> Result<()> {
     }
     // New sessions avoid the draining server.
     let mut newcomer = b.conn().await?;
-    ensure!(port(&mut newcomer).await? == b.port_of(&db2));
+    ensure!(port(&mut newcomer).await? == b.port_of(&db2)?);
     conns[0].query_drop("COMMIT").await?;
     // The background sweep moves the last one as soon as it is idle.
     let mut drained = false;
     for _ in 0..40 {
-        let servers = b.get("/v1/servers").await?;
+        let servers = b.http.get("/v1/servers").await?;
         if servers[0]["state"] == "drained" && servers[0]["sessions"] == 0 {
             drained = true;
             break;
@@ -471,30 +359,27 @@ async fn drain_rebalance_and_remove() -> Result<()> {
     ensure!(
         drained,
         "db1 never drained: {}",
-        b.get("/v1/servers").await?
+        b.http.get("/v1/servers").await?
     );
     for c in conns.iter_mut() {
-        ensure!(port(c).await? == b.port_of(&db2));
+        ensure!(port(c).await? == b.port_of(&db2)?);
     }
     // Undrain, add a third server, rebalance: 7 sessions spread 3/2/2.
-    let r = b
-        .client
-        .delete(format!("http://{}/v1/servers/{db1}/drain", b.http))
-        .send()
-        .await?;
-    ensure!(r.status() == 200);
+    let (status, _) = b.http.delete(&format!("/v1/servers/{db1}/drain")).await?;
+    ensure!(status == 200);
     let db3 = b.bed.add_server()?;
     let (db3_name, db3_addr) = (db3.name.clone(), db3.addr().to_string());
     let (status, body) = b
+        .http
         .post(
             "/v1/servers",
             json!({"name": db3_name, "address": db3_addr, "weight": 10}),
         )
         .await?;
     ensure!(status == 201, "{body}");
-    let (status, body) = b.post("/v1/rebalance", json!({})).await?;
+    let (status, body) = b.http.post("/v1/rebalance", json!({})).await?;
     ensure!(status == 200, "{body}");
-    let servers = b.get("/v1/servers").await?;
+    let servers = b.http.get("/v1/servers").await?;
     let counts: Vec<u64> = servers
         .as_array()
         .context("servers")?
@@ -510,28 +395,22 @@ async fn drain_rebalance_and_remove() -> Result<()> {
         c.query_drop("SELECT 1").await?;
     }
     // Remove db3: its sessions go elsewhere, then it is gone.
-    let r = b
-        .client
-        .delete(format!("http://{}/v1/servers/{db3_name}", b.http))
-        .send()
-        .await?;
-    let status = r.status();
-    let text = r.text().await?;
-    ensure!(status == 200, "{text}");
-    let servers = b.get("/v1/servers").await?;
+    let (status, body) = b.http.delete(&format!("/v1/servers/{db3_name}")).await?;
+    ensure!(status == 200, "{body}");
+    let servers = b.http.get("/v1/servers").await?;
     ensure!(servers.as_array().map(|a| a.len()) == Some(2), "{servers}");
     for c in conns.iter_mut() {
         let p = port(c).await?;
-        ensure!(p == b.port_of(&db1) || p == b.port_of(&db2));
+        ensure!(p == b.port_of(&db1)? || p == b.port_of(&db2)?);
     }
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_move_requests_are_refused_clearly() -> Result<()> {
-    let b = Bed::start(2).await?;
+    let b = start(2)?;
     let c = b.conn().await?;
-    let (status, body) = b.move_to(&[999_999], "db2", 1.0, false).await?;
+    let (status, body) = move_to(&b, &[999_999], "db2", 1.0, false).await?;
     ensure!(
         status == 404
             && body["error"]
@@ -540,7 +419,7 @@ async fn bad_move_requests_are_refused_clearly() -> Result<()> {
                 .contains("999999"),
         "{body}"
     );
-    let (status, body) = b.move_to(&[session_id(&c)], "nope", 1.0, false).await?;
+    let (status, body) = move_to(&b, &[session_id(&c)], "nope", 1.0, false).await?;
     ensure!(
         status == 404
             && body["error"]
@@ -550,6 +429,7 @@ async fn bad_move_requests_are_refused_clearly() -> Result<()> {
         "{body}"
     );
     let (status, body) = b
+        .http
         .post(
             "/v1/sessions/move",
             json!({"sessions": "some", "to": "db1"}),
@@ -565,10 +445,10 @@ async fn bad_move_requests_are_refused_clearly() -> Result<()> {
 /// command.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_server_idle_sessions_carried_over_others_get_clean_error() -> Result<()> {
-    let b = Bed::start(2).await?;
+    let b = start(2)?;
     let db1 = b.bed.servers()[0].name.clone();
     let db2 = b.bed.servers()[1].name.clone();
-    let (p1, p2) = (b.port_of(&db1), b.port_of(&db2));
+    let (p1, p2) = (b.port_of(&db1)?, b.port_of(&db2)?);
     // The mariadb CLI (libmariadb) negotiates session tracking, so the
     // redirector knows its state did not change while it ran queries.
     let mut cli = CliSession::start(&b.daemon.addr.to_string())?;
@@ -600,7 +480,7 @@ async fn failed_server_idle_sessions_carried_over_others_get_clean_error() -> Re
     moved
         .query_drop("SET @kept = 'yes', SESSION sql_mode = 'ANSI_QUOTES'")
         .await?;
-    let (status, body) = b.move_to(&[session_id(&moved)], &db1, 5.0, false).await?;
+    let (status, body) = move_to(&b, &[session_id(&moved)], &db1, 5.0, false).await?;
     ensure!(status == 200, "{body}");
 
     b.bed.server(&db1).context("db1")?.kill()?;
@@ -630,7 +510,7 @@ async fn failed_server_idle_sessions_carried_over_others_get_clean_error() -> Re
     // The daemon serves new sessions (on the surviving server).
     let mut fresh = b.conn().await?;
     ensure!(port(&mut fresh).await? == p2);
-    let moves = b.get("/v1/moves").await?;
+    let moves = b.http.get("/v1/moves").await?;
     let failovers = moves
         .as_array()
         .map(|a| a.iter().filter(|m| m["requested_by"] == "failover").count())
@@ -795,12 +675,12 @@ impl RawClient {
 /// fails after the wait timeout with that reason; once they end it moves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cursor_and_long_data_block_moves_until_they_end() -> Result<()> {
-    let b = Bed::start(2).await?;
+    let b = start(2)?;
     let mut c = RawClient::connect(b.daemon.addr)?;
     let here_port = c.server_port()?;
-    let (_, there) = b.names_for(here_port);
+    let there = b.other_server(&b.name_of_port(here_port)?)?;
     let id = {
-        let sessions = b.get("/v1/sessions").await?;
+        let sessions = b.http.get("/v1/sessions").await?;
         sessions[0]["session_id"].as_u64().context("session id")?
     };
 
@@ -813,7 +693,7 @@ async fn cursor_and_long_data_block_moves_until_they_end() -> Result<()> {
     c.command(&exec)?;
     let rows = c.result_set()?;
     ensure!(rows.is_empty(), "a cursor sends no rows before FETCH");
-    let (status, body) = b.move_to(&[id], &there, 0.5, false).await?;
+    let (status, body) = move_to(&b, &[id], &there, 0.5, false).await?;
     ensure!(status == 409, "{body}");
     ensure!(
         body["error"]
@@ -825,9 +705,9 @@ async fn cursor_and_long_data_block_moves_until_they_end() -> Result<()> {
     let mut close = vec![0x19];
     close.extend_from_slice(&stmt.to_le_bytes());
     c.command(&close)?;
-    let (status, body) = b.move_to(&[id], &there, 5.0, false).await?;
+    let (status, body) = move_to(&b, &[id], &there, 5.0, false).await?;
     ensure!(status == 200, "after closing the cursor: {body}");
-    ensure!(c.server_port()? == b.port_of(&there));
+    ensure!(c.server_port()? == b.port_of(&there)?);
 
     // Long data sent for a parameter, statement not executed yet.
     let (stmt, params, _) = c.prepare("SELECT CONCAT(?, '!')")?;
@@ -837,9 +717,7 @@ async fn cursor_and_long_data_block_moves_until_they_end() -> Result<()> {
     long.extend_from_slice(&0u16.to_le_bytes());
     long.extend_from_slice(b"long-value");
     c.command(&long)?;
-    let (status, body) = b
-        .move_to(&[id], &b.names_for(b.port_of(&there)).1, 0.5, false)
-        .await?;
+    let (status, body) = move_to(&b, &[id], &b.other_server(&there)?, 0.5, false).await?;
     ensure!(status == 409, "{body}");
     ensure!(
         body["error"]
@@ -861,10 +739,10 @@ async fn cursor_and_long_data_block_moves_until_they_end() -> Result<()> {
         rows.first().is_some_and(|r| r.ends_with(b"long-value!")),
         "{rows:?}"
     );
-    let back = b.names_for(b.port_of(&there)).1;
-    let (status, body) = b.move_to(&[id], &back, 5.0, false).await?;
+    let back = b.other_server(&there)?;
+    let (status, body) = move_to(&b, &[id], &back, 5.0, false).await?;
     ensure!(status == 200, "after executing: {body}");
-    ensure!(c.server_port()? == b.port_of(&back));
+    ensure!(c.server_port()? == b.port_of(&back)?);
     Ok(())
 }
 
@@ -917,9 +795,10 @@ fn start_server_without_deprecate_eof() -> Result<std::net::SocketAddr> {
 /// move is refused with that reason and the session stays, unharmed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_lacking_a_capability_is_refused() -> Result<()> {
-    let b = Bed::start(2).await?;
+    let b = start(2)?;
     let fake = start_server_without_deprecate_eof()?;
     let (status, body) = b
+        .http
         .post(
             "/v1/servers",
             json!({"name": "old", "address": fake.to_string(), "weight": 1}),
@@ -934,7 +813,7 @@ async fn target_lacking_a_capability_is_refused() -> Result<()> {
     };
     let before = port(&mut c).await?;
     c.query_drop("SET @still = 'here'").await?;
-    let (status, body) = b.move_to(&[session_id(&c)], "old", 2.0, false).await?;
+    let (status, body) = move_to(&b, &[session_id(&c)], "old", 2.0, false).await?;
     ensure!(status == 409, "{body}");
     let err = body["error"].as_str().unwrap_or_default();
     ensure!(
@@ -953,13 +832,13 @@ async fn target_lacking_a_capability_is_refused() -> Result<()> {
 /// could not be read", and the session stays where it was, unharmed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_that_cannot_be_read_is_not_movable() -> Result<()> {
-    let b = Bed::start(2).await?;
+    let b = start(2)?;
     let mut c = b.conn().await?;
     c.query_drop("SET @keep = 7").await?;
     c.query_drop("SET SESSION max_join_size = 1").await?;
     let here = port(&mut c).await?;
-    let (_, there) = b.names_for(here);
-    let (status, body) = b.move_to(&[session_id(&c)], &there, 5.0, false).await?;
+    let there = b.other_server(&b.name_of_port(here)?)?;
+    let (status, body) = move_to(&b, &[session_id(&c)], &there, 5.0, false).await?;
     ensure!(status == 409, "{status} {body}");
     let reason = body["report"]["not_moved"][0]["reason"]
         .as_str()
@@ -971,7 +850,7 @@ async fn state_that_cannot_be_read_is_not_movable() -> Result<()> {
     let keep: Option<i64> = c.query_first("SELECT @keep").await?;
     ensure!(keep == Some(7), "{keep:?}");
     c.query_drop("SET SESSION max_join_size = DEFAULT").await?;
-    let (status, body) = b.move_to(&[session_id(&c)], &there, 5.0, false).await?;
+    let (status, body) = move_to(&b, &[session_id(&c)], &there, 5.0, false).await?;
     ensure!(status == 200, "{status} {body}");
     ensure!(port(&mut c).await? != here);
     let keep: Option<i64> = c.query_first("SELECT @keep").await?;

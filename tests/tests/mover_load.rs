@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use mysql_async::prelude::*;
-use mysql_async::{Conn, OptsBuilder};
+use mysql_async::Conn;
 use rand::Rng;
-use redirector_tests::daemon::{app_users_toml, free_port, servers_toml, Redirector};
+use redirector_tests::client::app_opts;
 use redirector_tests::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const CLIENTS: u64 = 32;
 const MIN_MOVES: u64 = 2000;
@@ -26,14 +26,7 @@ async fn client_loop(
     id: u64,
     stop: Arc<AtomicBool>,
 ) -> Result<(u64, Vec<u64>)> {
-    let opts = OptsBuilder::default()
-        .ip_or_hostname(addr.ip().to_string())
-        .tcp_port(addr.port())
-        .user(Some(APP_USER))
-        .pass(Some(APP_PASSWORD))
-        .db_name(Some("ledger"))
-        .prefer_socket(false);
-    let mut c = Conn::new(opts).await?;
+    let mut c = Conn::new(app_opts(addr).db_name(Some("ledger"))).await?;
     let session = u64::from(c.id());
     // Session state that must follow the session across moves.
     let tag = format!("client-{id}-\u{e9}");
@@ -73,31 +66,22 @@ async fn ledger_survives_continuous_moves_on_galera() -> Result<()> {
         "CREATE DATABASE ledger; CREATE TABLE ledger.entries (client INT NOT NULL, seq INT NOT NULL, \
          tag VARCHAR(64) NOT NULL, PRIMARY KEY (client, seq)) ENGINE=InnoDB",
     )?;
-    let http = format!("127.0.0.1:{}", free_port()?);
-    let nodes: Vec<&MariaDb> = cluster.nodes().iter().collect();
-    let cfg = format!(
-        "[datapath]\nmode = \"userspace\"\n\n[admin]\nsql_address = \"127.0.0.1:{}\"\nhttp_address = \"{http}\"\n\n{}{}",
-        free_port()?,
-        app_users_toml(),
-        servers_toml(&nodes)
-    );
-    let daemon = Redirector::start(&cfg)?;
-    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let daemon = Bed::builder()
+        .datapath(Datapath::Userspace)
+        .daemon(cluster.nodes())?;
+    let names: Vec<String> = cluster.nodes().iter().map(|n| n.name.clone()).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
     for id in 1..=CLIENTS {
         clients.push(tokio::spawn(client_loop(daemon.addr, id, stop.clone())));
     }
-    let http_client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let http = AdminHttp::new(daemon.admin_http_addr())?.with_timeout(Duration::from_secs(30))?;
     let moved = Arc::new(AtomicU64::new(0));
     let attempts = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut movers = Vec::new();
     for _ in 0..MOVERS {
-        let (http_client, http, names) = (http_client.clone(), http.clone(), names.clone());
+        let (http, names) = (http.clone(), names.clone());
         let (moved, attempts) = (moved.clone(), attempts.clone());
         movers.push(tokio::spawn(async move {
             let mut failures: BTreeMap<String, u64> = BTreeMap::new();
@@ -107,12 +91,7 @@ async fn ledger_survives_continuous_moves_on_galera() -> Result<()> {
                     "only {} moves in 240 s; failures {failures:?}",
                     moved.load(Ordering::Relaxed)
                 );
-                let sessions: Value = http_client
-                    .get(format!("http://{http}/v1/sessions"))
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
+                let sessions = http.get("/v1/sessions").await?;
                 let list = sessions.as_array().cloned().unwrap_or_default();
                 if list.is_empty() {
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -129,13 +108,12 @@ async fn ledger_survives_continuous_moves_on_galera() -> Result<()> {
                     )
                 };
                 attempts.fetch_add(1, Ordering::Relaxed);
-                let r = http_client
-                    .post(format!("http://{http}/v1/sessions/move"))
-                    .json(&json!({"sessions": [pick], "to": to, "wait_timeout_s": 5}))
-                    .send()
+                let (status, body) = http
+                    .post(
+                        "/v1/sessions/move",
+                        json!({"sessions": [pick], "to": to, "wait_timeout_s": 5}),
+                    )
                     .await?;
-                let status = r.status().as_u16();
-                let body: Value = r.json().await?;
                 if status == 200 {
                     moved.fetch_add(1, Ordering::Relaxed);
                 } else {
@@ -191,12 +169,7 @@ async fn ledger_survives_continuous_moves_on_galera() -> Result<()> {
         );
     }
     // The daemon counted the same moves.
-    let log = http_client
-        .get(format!("http://{http}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let log = http.metrics_text().await?;
     ensure!(
         log.contains("redirector_moves_total{result=\"ok\",reason=\"operator\"}"),
         "no ok moves in metrics"

@@ -3,5 +3,5 @@
 //!
 //! Datapath `userspace`; `proxy_ebpf.rs` runs the same suite in `ebpf`.
 
-const DATAPATH: &str = "userspace";
+const DATAPATH: redirector_tests::Datapath = redirector_tests::Datapath::Userspace;
 include!("suites/proxy.rs");

@@ -4,5 +4,5 @@
 //! Datapath `ebpf` (the kernel session path); `proxy.rs` runs the same
 //! suite in `userspace`.
 
-const DATAPATH: &str = "ebpf";
+const DATAPATH: redirector_tests::Datapath = redirector_tests::Datapath::Ebpf;
 include!("suites/proxy.rs");

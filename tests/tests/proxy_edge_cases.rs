@@ -4,5 +4,5 @@
 //!
 //! Datapath `userspace`; `proxy_edge_cases_ebpf.rs` runs the same suite in `ebpf`.
 
-const DATAPATH: &str = "userspace";
+const DATAPATH: redirector_tests::Datapath = redirector_tests::Datapath::Userspace;
 include!("suites/proxy_edge_cases.rs");

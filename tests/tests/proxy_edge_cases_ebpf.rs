@@ -5,5 +5,5 @@
 //! Datapath `ebpf` (the kernel session path); `proxy_edge_cases.rs` runs the same
 //! suite in `userspace`.
 
-const DATAPATH: &str = "ebpf";
+const DATAPATH: redirector_tests::Datapath = redirector_tests::Datapath::Ebpf;
 include!("suites/proxy_edge_cases.rs");

@@ -53,21 +53,8 @@ async fn registry_tracks_sessions_and_transactions() -> Result<()> {
         },
     ));
 
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(addr.port())
-        .user(Some(APP_USER))
-        .pass(Some(APP_PASSWORD))
-        .db_name(Some(TEST_DB))
-        .prefer_socket(false);
-    let mut c = mysql_async::Conn::new(opts.clone()).await?;
-    let port: Option<u16> = c.query_first("SELECT @@port").await?;
-    let server = bed
-        .servers()
-        .iter()
-        .find(|s| Some(s.port) == port)
-        .map(|s| s.name.clone())
-        .unwrap_or_default();
+    let mut c = client::connect(addr).await?;
+    let server = client::server_of(&mut c, bed.servers()).await?;
 
     let snap = wait_for(&shared, "one idle session", |s| {
         s.len() == 1 && s[0].state == SessionState::Idle
@@ -116,7 +103,7 @@ async fn registry_tracks_sessions_and_transactions() -> Result<()> {
     .await;
 
     // A second session shows up; closing both empties the registry.
-    let c2 = mysql_async::Conn::new(opts).await?;
+    let c2 = client::connect(addr).await?;
     wait_for(&shared, "two sessions", |s| s.len() == 2).await;
     let ids: Vec<u64> = shared
         .sessions

@@ -61,25 +61,12 @@ fn only(p: &InProcess) -> SessionSnapshot {
     all.into_iter().next().unwrap()
 }
 
-async fn conn(p: &InProcess) -> Result<mysql_async::Conn> {
-    Ok(mysql_async::Conn::new(
-        mysql_async::OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(p.addr.port())
-            .user(Some(APP_USER))
-            .pass(Some(APP_PASSWORD))
-            .db_name(Some(TEST_DB))
-            .prefer_socket(false),
-    )
-    .await?)
-}
-
 /// START TRANSACTION / COMMIT and autocommit=0 as seen in the registry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_transaction_state() -> Result<()> {
     let bed = TestBed::start(1)?;
     let p = start(&bed, 100).await?;
-    let mut c = conn(&p).await?;
+    let mut c = client::connect(p.addr).await?;
     c.query_drop("CREATE OR REPLACE TABLE reg_t (a INT PRIMARY KEY) ENGINE=InnoDB")
         .await?;
     let s = only(&p);
@@ -144,7 +131,7 @@ async fn registry_unmovable_session_state() -> Result<()> {
         ),
         ("GET_LOCK", "DO GET_LOCK('review', 0)"),
     ] {
-        let mut c = conn(&p).await?;
+        let mut c = client::connect(p.addr).await?;
         c.query_drop(sql).await?;
         let s = only(&p);
         println!("{what}: {s:?}");
@@ -206,7 +193,7 @@ async fn aborted_logins_leak_nothing() -> Result<()> {
     }
     // And clients that log in and vanish without COM_QUIT.
     for _ in 0..5 {
-        let c = conn(&p).await?;
+        let c = client::connect(p.addr).await?;
         drop(c);
     }
     let t0 = Instant::now();
@@ -223,7 +210,7 @@ async fn aborted_logins_leak_nothing() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Still serving.
-    let mut c = conn(&p).await?;
+    let mut c = client::connect(p.addr).await?;
     let one: Option<i32> = c.query_first("SELECT 1").await?;
     assert_eq!(one, Some(1));
     Ok(())

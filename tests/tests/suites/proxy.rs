@@ -8,42 +8,31 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use mysql_async::prelude::*;
-use redirector_tests::daemon::{app_users_toml, servers_toml, Redirector};
+use redirector_tests::client::{connect, opts};
+use redirector_tests::daemon::Redirector;
 use redirector_tests::*;
 
-fn setup(n: usize, extra: &str) -> Result<(TestBed, Redirector)> {
-    redirector_tests::daemon::start_with_bed(n, &with_datapath(extra))
+/// This suite's daemon configuration, `extra` added.
+fn config(extra: &str) -> BedBuilder {
+    Bed::builder().datapath(DATAPATH).extra(extra)
 }
 
-fn opts(r: &Redirector, user: &str, pw: &str) -> mysql_async::OptsBuilder {
-    mysql_async::OptsBuilder::default()
-        .ip_or_hostname(r.addr.ip().to_string())
-        .tcp_port(r.addr.port())
-        .user(Some(user))
-        .pass(Some(pw))
-        .db_name(Some(TEST_DB))
-        // mysql_async would otherwise reconnect over the backend's unix
-        // socket (from @@socket) and bypass the redirector.
-        .prefer_socket(false)
-}
-
-async fn app_conn(r: &Redirector) -> mysql_async::Conn {
-    mysql_async::Conn::new(opts(r, APP_USER, APP_PASSWORD))
-        .await
-        .expect("app login through the redirector")
+/// `n` servers behind this suite's daemon.
+fn setup(n: usize, extra: &str) -> Result<Bed> {
+    config(extra).servers(n).start()
 }
 
 #[test]
 fn mariadb_cli_queries_through_redirector() -> Result<()> {
-    let (bed, r) = setup(2, "")?;
-    let out = cli_query(r.addr, APP_USER, APP_PASSWORD, "SELECT @@server_id, 1+1")?;
+    let b = setup(2, "")?;
+    let out = cli_query(b.addr(), APP_USER, APP_PASSWORD, "SELECT @@server_id, 1+1")?;
     let mut parts = out.split_whitespace();
     let id: u32 = parts.next().unwrap_or("").parse()?;
-    assert!(bed.servers().iter().any(|s| s.server_id == id), "{out}");
+    assert!(b.servers().iter().any(|s| s.server_id == id), "{out}");
     assert_eq!(parts.next(), Some("2"));
     // Multi-statement batch from the CLI (DELIMITER-free script).
     let out = cli_query_db(
-        r.addr,
+        b.addr(),
         APP_USER,
         APP_PASSWORD,
         TEST_DB,
@@ -56,8 +45,8 @@ fn mariadb_cli_queries_through_redirector() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_multi_results_and_transactions() -> Result<()> {
-    let (_bed, r) = setup(2, "")?;
-    let mut c = app_conn(&r).await;
+    let b = setup(2, "")?;
+    let mut c = b.conn().await?;
     c.query_drop("CREATE TABLE ps_t (id INT PRIMARY KEY, v VARCHAR(20), d DOUBLE)")
         .await?;
     let ins = c.prep("INSERT INTO ps_t VALUES (?, ?, ?)").await?;
@@ -122,8 +111,8 @@ async fn prepared_statements_multi_results_and_transactions() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_blob_both_ways_and_load_data_local() -> Result<()> {
-    let (_bed, r) = setup(1, "")?;
-    let mut c = app_conn(&r).await;
+    let b = setup(1, "")?;
+    let mut c = b.conn().await?;
     c.query_drop("CREATE TABLE blob_t (id INT PRIMARY KEY, b LONGBLOB)")
         .await?;
     // 20 MiB: more than one 16 MiB packet each way.
@@ -172,8 +161,8 @@ async fn large_blob_both_ways_and_load_data_local() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_user_reset_connection_and_ping() -> Result<()> {
-    let (_bed, r) = setup(2, "")?;
-    let mut c = app_conn(&r).await;
+    let b = setup(2, "")?;
+    let mut c = b.conn().await?;
     c.query_drop("SET @marker = 'before'").await?;
     c.ping().await?;
     assert!(c.reset().await?, "COM_RESET_CONNECTION supported");
@@ -203,23 +192,21 @@ async fn change_user_reset_connection_and_ping() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_accounts_from_config_hash_and_backends() -> Result<()> {
-    let extra =
-        format!("[auth]\nservice_user = \"{SVC_USER}\"\nservice_password = \"{SVC_PASSWORD}\"\n");
-    let (_bed, r) = setup(2, &extra)?;
+    let b = config("").service_account().servers(2).start()?;
     // Password account, hash-only account, account loaded from the backends.
     for (u, p) in [
         (APP_USER, APP_PASSWORD),
         (HASHONLY_USER, HASHONLY_PASSWORD),
         (LOADED_USER, LOADED_PASSWORD),
     ] {
-        let mut c = mysql_async::Conn::new(opts(&r, u, p)).await?;
+        let mut c = mysql_async::Conn::new(b.opts_as(u, p)).await?;
         let who: Option<String> = c.query_first("SELECT CURRENT_USER()").await?;
         assert_eq!(who, Some(format!("{u}@%")));
         c.disconnect().await?;
     }
     // Wrong password and unknown user: 1045, worded like MariaDB.
     for (u, p) in [(APP_USER, "nope"), ("nobody", "x")] {
-        match mysql_async::Conn::new(opts(&r, u, p)).await {
+        match mysql_async::Conn::new(b.opts_as(u, p)).await {
             Err(mysql_async::Error::Server(e)) => {
                 assert_eq!(e.code, 1045, "{e:?}");
                 assert_eq!(e.state, "28000");
@@ -269,17 +256,17 @@ fn assert_err_then_closed(s: &mut TcpStream, code: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_errors_and_spares_other_sessions() -> Result<()> {
-    let (_bed, r) = setup(
+    let b = setup(
         1,
         "[listen]\naddress = \"{listen}\"\nmax_connections = 4\nhandshake_timeout_ms = 1000\n",
     )?;
     // A healthy session that must survive everything below.
-    let mut healthy = app_conn(&r).await;
+    let mut healthy = b.conn().await?;
     healthy.query_drop("SET @alive = 42").await?;
     let timeout = Some(Duration::from_secs(5));
 
     // Malformed handshake response: garbage payload.
-    let mut s = TcpStream::connect(r.addr)?;
+    let mut s = TcpStream::connect(b.addr())?;
     s.set_read_timeout(timeout)?;
     let (_, greeting) = read_packet(&mut s)?;
     assert_eq!(greeting[0], 10, "protocol 10 greeting");
@@ -287,7 +274,7 @@ async fn bad_input_gets_errors_and_spares_other_sessions() -> Result<()> {
     assert_err_then_closed(&mut s, 1043);
 
     // Oversized packet header during the handshake.
-    let mut s = TcpStream::connect(r.addr)?;
+    let mut s = TcpStream::connect(b.addr())?;
     s.set_read_timeout(timeout)?;
     read_packet(&mut s)?;
     s.write_all(&[0xff, 0xff, 0xff, 1])?;
@@ -295,7 +282,7 @@ async fn bad_input_gets_errors_and_spares_other_sessions() -> Result<()> {
     assert_err_then_closed(&mut s, 1153);
 
     // A silent client is cut off after handshake_timeout_ms.
-    let mut s = TcpStream::connect(r.addr)?;
+    let mut s = TcpStream::connect(b.addr())?;
     s.set_read_timeout(timeout)?;
     let t0 = Instant::now();
     read_packet(&mut s)?;
@@ -306,9 +293,9 @@ async fn bad_input_gets_errors_and_spares_other_sessions() -> Result<()> {
     // Too many connections (limit 4: the healthy one + 3 more).
     let mut extra = Vec::new();
     for _ in 0..3 {
-        extra.push(app_conn(&r).await);
+        extra.push(b.conn().await?);
     }
-    match mysql_async::Conn::new(opts(&r, APP_USER, APP_PASSWORD)).await {
+    match mysql_async::Conn::new(b.opts()).await {
         Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1040, "{e:?}"),
         other => panic!(
             "expected 1040 Too many connections, got {:?}",
@@ -326,14 +313,15 @@ async fn bad_input_gets_errors_and_spares_other_sessions() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssl_requested_without_tls_fails_fast_and_with_tls_works() -> Result<()> {
-    let (bed, r) = setup(1, "")?;
+    let bed = TestBed::start(1)?;
+    let r = config("").daemon(bed.servers())?;
     // Not configured: the handshake does not offer SSL, so a client that
     // requires it fails quickly (no hang).
     let ssl = mysql_async::SslOpts::default().with_danger_accept_invalid_certs(true);
     let t0 = Instant::now();
     let res = tokio::time::timeout(
         Duration::from_secs(10),
-        mysql_async::Conn::new(opts(&r, APP_USER, APP_PASSWORD).ssl_opts(Some(ssl.clone()))),
+        mysql_async::Conn::new(opts(r.addr, APP_USER, APP_PASSWORD).ssl_opts(Some(ssl.clone()))),
     )
     .await;
     assert!(matches!(res, Ok(Err(_))), "must fail, not hang");
@@ -341,22 +329,10 @@ async fn ssl_requested_without_tls_fails_fast_and_with_tls_works() -> Result<()>
     drop(r);
 
     // Configured: TLS is terminated by the redirector.
-    let dir = std::env::temp_dir().join(format!("redirector-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
-    std::fs::write(dir.join("cert.pem"), cert.cert.pem())?;
-    std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem())?;
-    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
-    let cfg = format!(
-        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n{}{}",
-        dir.join("cert.pem").display(),
-        dir.join("key.pem").display(),
-        app_users_toml(),
-        servers_toml(&servers)
-    );
-    let r = start_daemon(&cfg)?;
+    let tls = TlsCert::self_signed()?;
+    let r = config(&tls.toml()).daemon(bed.servers())?;
     let mut c =
-        mysql_async::Conn::new(opts(&r, APP_USER, APP_PASSWORD).ssl_opts(Some(ssl))).await?;
+        mysql_async::Conn::new(opts(r.addr, APP_USER, APP_PASSWORD).ssl_opts(Some(ssl))).await?;
     let one: Option<i32> = c.query_first("SELECT 1").await?;
     assert_eq!(one, Some(1));
     c.disconnect().await?;
@@ -379,50 +355,33 @@ async fn ssl_requested_without_tls_fails_fast_and_with_tls_works() -> Result<()>
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "7");
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
 /// Connects `n` times in sequence, returning how many sessions each server got.
-async fn placements(r: &Redirector, bed: &TestBed, n: usize) -> Result<BTreeMap<String, usize>> {
+async fn placements(
+    r: &Redirector,
+    servers: &[MariaDb],
+    n: usize,
+) -> Result<BTreeMap<String, usize>> {
     let mut counts = BTreeMap::new();
     for _ in 0..n {
-        let mut c = app_conn(r).await;
-        let id: Option<u32> = c.query_first("SELECT @@server_id").await?;
-        let name = bed
-            .servers()
-            .iter()
-            .find(|s| Some(s.server_id) == id)
-            .map(|s| s.name.clone())
-            .unwrap_or_default();
+        let mut c = connect(r.addr).await?;
+        let name = client::server_of(&mut c, servers).await?;
         *counts.entry(name).or_insert(0) += 1;
         c.disconnect().await?;
     }
     Ok(counts)
 }
 
-fn policy_toml(kind: &str, weights: &[(&str, u32)]) -> String {
-    let clusters: Vec<String> = weights
-        .iter()
-        .map(|(n, w)| format!("{{\"clusterId\":\"{n}\",\"weight\":{w}}}"))
-        .collect();
-    format!(
-        "[policy]\ninline = '{{\"version\":1,\"clusterResourceGroups\":[{{\"groupId\":\"default\",\"clusters\":[{}],\"scalingPolicy\":\"{kind}\"}}]}}'\n",
-        clusters.join(",")
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_is_exact_and_weighted_follows_weights() -> Result<()> {
     let bed = TestBed::start(3)?;
-    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
-    let base = format!("{}{}", app_users_toml(), servers_toml(&servers));
 
-    let r = start_daemon(&format!(
-        "{}{base}",
-        policy_toml("session-round-robin", &[("db1", 1), ("db2", 5), ("db3", 9)])
-    ))?;
-    let counts = placements(&r, &bed, 30).await?;
+    let r = config("")
+        .policy("session-round-robin", &[("db1", 1), ("db2", 5), ("db3", 9)])
+        .daemon(bed.servers())?;
+    let counts = placements(&r, bed.servers(), 30).await?;
     assert_eq!(
         counts.values().copied().collect::<Vec<_>>(),
         vec![10, 10, 10]
@@ -432,11 +391,10 @@ async fn round_robin_is_exact_and_weighted_follows_weights() -> Result<()> {
     // 1,000 sessions, weights 10/20/70. Each count is binomial; with n=1000
     // the standard deviations are 9.5/12.6/14.5 sessions, so ±5σ (a false
     // failure about once in 3.5 million runs) is ±48/63/72.
-    let r = start_daemon(&format!(
-        "{}{base}",
-        policy_toml("session-weighted", &[("db1", 10), ("db2", 20), ("db3", 70)])
-    ))?;
-    let counts = placements(&r, &bed, 1000).await?;
+    let r = config("")
+        .policy("session-weighted", &[("db1", 10), ("db2", 20), ("db3", 70)])
+        .daemon(bed.servers())?;
+    let counts = placements(&r, bed.servers(), 1000).await?;
     for (name, expect, tol) in [
         ("db1", 100.0, 48.0),
         ("db2", 200.0, 63.0),
@@ -453,34 +411,15 @@ async fn round_robin_is_exact_and_weighted_follows_weights() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autobalance_keeps_sessions_per_weight_even() -> Result<()> {
-    let bed = TestBed::start(2)?;
-    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
-    let r = start_daemon(&format!(
-        "{}{}{}",
-        policy_toml("session-autobalance", &[("db1", 1), ("db2", 2)]),
-        app_users_toml(),
-        servers_toml(&servers)
-    ))?;
+    let bed = config("")
+        .servers(2)
+        .policy("session-autobalance", &[("db1", 1), ("db2", 2)])
+        .start()?;
     let mut open: Vec<(String, mysql_async::Conn)> = Vec::new();
     let by_server = |open: &Vec<(String, mysql_async::Conn)>| {
         let a = open.iter().filter(|(s, _)| s == "db1").count() as i64;
         let b = open.iter().filter(|(s, _)| s == "db2").count() as i64;
         (a, b)
-    };
-    let connect = |r: &Redirector| {
-        let o = opts(r, APP_USER, APP_PASSWORD);
-        async move {
-            let mut c = mysql_async::Conn::new(o).await?;
-            let id: Option<u32> = c.query_first("SELECT @@server_id").await?;
-            Ok::<_, anyhow::Error>((id, c))
-        }
-    };
-    let name_of = |id: Option<u32>| {
-        bed.servers()
-            .iter()
-            .find(|s| Some(s.server_id) == id)
-            .map(|s| s.name.clone())
-            .unwrap_or_default()
     };
     // Grow to 60, shrink by removing from db2 only, grow again: after every
     // placement db2 holds twice db1's sessions within one session.
@@ -499,8 +438,8 @@ async fn autobalance_keeps_sessions_per_weight_even() -> Result<()> {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         while open.len() < target {
-            let (id, c) = connect(&r).await?;
-            open.push((name_of(id), c));
+            let (c, name) = bed.conn_on().await?;
+            open.push((name, c));
             let (a, b) = by_server(&open);
             if step != 2 || open.len() > 60 {
                 // After the shrink, the first placements all go to db2 until
@@ -518,56 +457,22 @@ async fn autobalance_keeps_sessions_per_weight_even() -> Result<()> {
 }
 
 /// sysbench oltp_read_write through the redirector, 16 threads for 20 s.
-fn sysbench(r: &Redirector, bed: &TestBed, ps_mode: &str) -> Result<()> {
-    let common = |host: &str, port: u16| {
-        vec![
-            "--db-driver=mysql".to_string(),
-            format!("--mysql-host={host}"),
-            format!("--mysql-port={port}"),
-            format!("--mysql-user={APP_USER}"),
-            format!("--mysql-password={APP_PASSWORD}"),
-            format!("--mysql-db={TEST_DB}"),
-            "--tables=4".to_string(),
-            "--table-size=10000".to_string(),
-        ]
-    };
+fn sysbench(b: &Bed, ps_mode: &str) -> Result<()> {
+    let sb = Sysbench::new("oltp_read_write")
+        .tables(4)
+        .table_size(10_000)
+        .threads(16)
+        .seconds(20)
+        .ps_mode(ps_mode);
     // Every backend gets its own copy of the tables: sessions land anywhere.
-    for s in bed.servers() {
-        let out = Command::new("sysbench")
-            .arg("oltp_read_write")
-            .args(common("127.0.0.1", s.port))
-            .arg("prepare")
-            .output()?;
-        assert!(
-            out.status.success(),
-            "prepare: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    for s in b.servers() {
+        sb.prepare(s.addr())?;
     }
-    let out = Command::new("sysbench")
-        .arg("oltp_read_write")
-        .args(common("127.0.0.1", r.addr.port()))
-        .args(["--threads=16", "--time=20", "--report-interval=0"])
-        .arg(format!("--db-ps-mode={ps_mode}"))
-        .arg("run")
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Fatal errors abort sysbench (non-zero exit); ignored ones are counted.
-    let errors = stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with("ignored errors:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|n| n.parse::<u64>().ok());
-    let tx = stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with("transactions:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse::<u64>().ok());
+    // Fatal errors abort sysbench (an error from `run`); ignored ones are
+    // counted.
+    let report = sb.run(b.addr())?;
+    let stdout = &report.stdout;
+    let (errors, tx) = (report.ignored_errors, report.transactions);
     println!("sysbench ps-mode={ps_mode}: transactions={tx:?} errors={errors:?}");
     // sysbench ignores (and retries) only deadlocks and lock wait timeouts
     // (1213, 1205, 1020), which 16 concurrent read_write clients can meet
@@ -576,29 +481,16 @@ fn sysbench(r: &Redirector, bed: &TestBed, ps_mode: &str) -> Result<()> {
     let (errors, tx) = (errors.unwrap_or(u64::MAX), tx.unwrap_or(0));
     assert!(tx > 100, "{stdout}");
     assert!(errors <= tx / 1000, "{stdout}");
-    for s in bed.servers() {
-        let _ = Command::new("sysbench")
-            .arg("oltp_read_write")
-            .args(common("127.0.0.1", s.port))
-            .arg("cleanup")
-            .output();
+    for s in b.servers() {
+        let _ = sb.cleanup(s.addr());
     }
     Ok(())
 }
 
 #[test]
 fn sysbench_read_write_prepared_and_text() -> Result<()> {
-    let (bed, r) = setup(2, "")?;
-    sysbench(&r, &bed, "auto")?;
-    sysbench(&r, &bed, "disable")?;
+    let b = setup(2, "")?;
+    sysbench(&b, "auto")?;
+    sysbench(&b, "disable")?;
     Ok(())
-}
-
-/// `cfg` with this suite's `[datapath] mode` appended.
-fn with_datapath(cfg: &str) -> String {
-    format!("{cfg}\n[datapath]\nmode = \"{DATAPATH}\"\n")
-}
-
-fn start_daemon(cfg: &str) -> Result<Redirector> {
-    Redirector::start(&with_datapath(cfg))
 }

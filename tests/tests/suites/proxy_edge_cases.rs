@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use mysql_async::prelude::*;
-use redirector_tests::daemon::{app_users_toml, servers_toml, Redirector};
+use redirector_tests::client::opts;
+use redirector_tests::daemon::Redirector;
 use redirector_tests::*;
 use sha1::{Digest, Sha1};
 
@@ -36,22 +37,14 @@ const FULL: u32 = LONG_PASSWORD
     | DEPRECATE_EOF
     | LOCAL_FILES;
 
-fn setup(n: usize, extra: &str) -> Result<(TestBed, Redirector)> {
-    redirector_tests::daemon::start_with_bed(n, &with_datapath(extra))
+/// This suite's daemon configuration, `extra` added.
+fn config(extra: &str) -> BedBuilder {
+    Bed::builder().datapath(DATAPATH).extra(extra)
 }
 
-fn svc_toml() -> String {
-    format!("[auth]\nservice_user = \"{SVC_USER}\"\nservice_password = \"{SVC_PASSWORD}\"\n")
-}
-
-fn opts(addr: SocketAddr, user: &str, pw: &str) -> mysql_async::OptsBuilder {
-    mysql_async::OptsBuilder::default()
-        .ip_or_hostname(addr.ip().to_string())
-        .tcp_port(addr.port())
-        .user(Some(user))
-        .pass(Some(pw))
-        .db_name(Some(TEST_DB))
-        .prefer_socket(false)
+/// `n` servers behind this suite's daemon.
+fn setup(n: usize, extra: &str) -> Result<Bed> {
+    config(extra).servers(n).start()
 }
 
 // ---------------------------------------------------------------------------
@@ -322,8 +315,8 @@ impl Raw {
 /// at once, discarding the response in flight.
 #[test]
 fn half_close_after_command_still_gets_the_answer() -> Result<()> {
-    let (bed, r) = setup(1, "")?;
-    for (what, addr) in [("direct", bed.servers()[0].addr()), ("proxy", r.addr)] {
+    let b = setup(1, "")?;
+    for (what, addr) in [("direct", b.servers()[0].addr()), ("proxy", b.addr())] {
         let mut c = raw_login(addr, APP_USER, APP_PASSWORD, FULL, Some(TEST_DB), None)?
             .map_err(|e| anyhow::anyhow!("{what}: login {}", err_text(&e)))?;
         let mut p = vec![3u8];
@@ -343,7 +336,7 @@ fn half_close_after_command_still_gets_the_answer() -> Result<()> {
 /// EOF packets), no SESSION_TRACK, no PLUGIN_AUTH, and all together.
 #[test]
 fn reduced_client_capabilities() -> Result<()> {
-    let (bed, r) = setup(1, "")?;
+    let b = setup(1, "")?;
     let variants = [
         ("full", FULL),
         ("no DEPRECATE_EOF", FULL & !DEPRECATE_EOF),
@@ -355,7 +348,7 @@ fn reduced_client_capabilities() -> Result<()> {
         ),
     ];
     for (name, caps) in variants {
-        for (what, addr) in [("direct", bed.servers()[0].addr()), ("proxy", r.addr)] {
+        for (what, addr) in [("direct", b.servers()[0].addr()), ("proxy", b.addr())] {
             let mut c = raw_login(addr, APP_USER, APP_PASSWORD, caps, Some(TEST_DB), None)?
                 .map_err(|e| anyhow::anyhow!("{name} {what}: login {}", err_text(&e)))?;
             assert_eq!(
@@ -387,8 +380,8 @@ fn reduced_client_capabilities() -> Result<()> {
 /// 1049 Unknown database; the proxy must pass that on.
 #[test]
 fn connect_with_unknown_database_gets_1049() -> Result<()> {
-    let (bed, r) = setup(1, "")?;
-    for (what, addr) in [("direct", bed.servers()[0].addr()), ("proxy", r.addr)] {
+    let b = setup(1, "")?;
+    for (what, addr) in [("direct", b.servers()[0].addr()), ("proxy", b.addr())] {
         match raw_login(addr, APP_USER, APP_PASSWORD, FULL, Some("no_such_db"), None)? {
             Ok(_) => bail!("{what}: login to a missing database succeeded"),
             Err(e) => assert_eq!(err_code(&e), 1049, "{what}: {}", err_text(&e)),
@@ -406,13 +399,10 @@ fn empty_password_accounts() -> Result<()> {
         "CREATE USER 'nopw'@'%'; GRANT ALL ON test.* TO 'nopw'@'%'; \
          CREATE USER 'nopw2'@'%'; GRANT ALL ON test.* TO 'nopw2'@'%';",
     )?;
-    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
-    let cfg = format!(
-        "{}[[auth.users]]\nname = \"nopw\"\npassword = \"\"\n\n{}",
-        svc_toml(),
-        servers_toml(&servers)
-    );
-    let r = start_daemon(&cfg)?;
+    let r = config("")
+        .service_account()
+        .accounts("[[auth.users]]\nname = \"nopw\"\npassword = \"\"\n\n")
+        .daemon(bed.servers())?;
     for user in ["nopw", "nopw2"] {
         let mut c = raw_login(r.addr, user, "", FULL, Some(TEST_DB), None)?
             .map_err(|e| anyhow::anyhow!("{user}: {}", err_text(&e)))?;
@@ -430,8 +420,8 @@ fn empty_password_accounts() -> Result<()> {
 /// usable (MariaDB restores the previous user). The proxy closes it.
 #[test]
 fn failed_change_user_keeps_the_connection() -> Result<()> {
-    let (bed, r) = setup(1, "")?;
-    for (what, addr) in [("direct", bed.servers()[0].addr()), ("proxy", r.addr)] {
+    let b = setup(1, "")?;
+    for (what, addr) in [("direct", b.servers()[0].addr()), ("proxy", b.addr())] {
         let mut c = raw_login(addr, APP_USER, APP_PASSWORD, FULL, Some(TEST_DB), None)?
             .map_err(|e| anyhow::anyhow!("{what}: {}", err_text(&e)))?;
         let e = c.change_user(APP_USER, "wrong", None)?;
@@ -452,8 +442,8 @@ fn failed_change_user_keeps_the_connection() -> Result<()> {
 #[test]
 #[ignore = "known gap: COM_CHANGE_USER naming a non-native plugin is refused instead of switched to mysql_native_password"]
 fn change_user_with_non_native_plugin_is_switched() -> Result<()> {
-    let (bed, r) = setup(1, "")?;
-    for (what, addr) in [("direct", bed.servers()[0].addr()), ("proxy", r.addr)] {
+    let b = setup(1, "")?;
+    for (what, addr) in [("direct", b.servers()[0].addr()), ("proxy", b.addr())] {
         let mut c = raw_login(addr, APP_USER, APP_PASSWORD, FULL, Some(TEST_DB), None)?
             .map_err(|e| anyhow::anyhow!("{what}: {}", err_text(&e)))?;
         let res = c.change_user(
@@ -475,8 +465,8 @@ fn change_user_with_non_native_plugin_is_switched() -> Result<()> {
 /// the client gets ERR 1644, nothing stalls and the session stays usable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_data_error_midway() -> Result<()> {
-    let (bed, r) = setup(1, "")?;
-    for (what, addr) in [("direct", bed.servers()[0].addr()), ("proxy", r.addr)] {
+    let b = setup(1, "")?;
+    for (what, addr) in [("direct", b.servers()[0].addr()), ("proxy", b.addr())] {
         let mut c = mysql_async::Conn::new(opts(addr, APP_USER, APP_PASSWORD)).await?;
         c.query_drop("CREATE OR REPLACE TABLE ld_t (a INT PRIMARY KEY, b VARCHAR(100))")
             .await?;
@@ -522,8 +512,8 @@ async fn load_data_error_midway() -> Result<()> {
 /// drains the ~1 MiB answers.
 #[test]
 fn pipelined_big_requests_and_responses() -> Result<()> {
-    let (_bed, r) = setup(1, "")?;
-    let c = raw_login(r.addr, APP_USER, APP_PASSWORD, FULL, Some(TEST_DB), None)?
+    let b = setup(1, "")?;
+    let c = raw_login(b.addr(), APP_USER, APP_PASSWORD, FULL, Some(TEST_DB), None)?
         .map_err(|e| anyhow::anyhow!("{}", err_text(&e)))?;
     let mut w = c.s.try_clone()?;
     let n = 64;
@@ -560,24 +550,10 @@ fn pipelined_big_requests_and_responses() -> Result<()> {
 /// guards against a stall.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_large_results_do_not_stall() -> Result<()> {
-    let bed = TestBed::start(1)?;
-    let dir = std::env::temp_dir().join(format!("review-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
-    std::fs::write(dir.join("cert.pem"), cert.cert.pem())?;
-    std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem())?;
-    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
-    let cfg = format!(
-        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n{}{}",
-        dir.join("cert.pem").display(),
-        dir.join("key.pem").display(),
-        app_users_toml(),
-        servers_toml(&servers)
-    );
-    let r = start_daemon(&cfg)?;
+    let tls = TlsCert::self_signed()?;
+    let b = setup(1, &tls.toml())?;
     let ssl = mysql_async::SslOpts::default().with_danger_accept_invalid_certs(true);
-    let mut c =
-        mysql_async::Conn::new(opts(r.addr, APP_USER, APP_PASSWORD).ssl_opts(Some(ssl))).await?;
+    let mut c = mysql_async::Conn::new(b.opts().ssl_opts(Some(ssl))).await?;
     // Slow streaming reader: the proxy's TLS writes keep hitting a full socket.
     for (i, rows) in [20_000u32, 7_777, 33_333, 12_345, 50_001]
         .into_iter()
@@ -613,7 +589,6 @@ async fn tls_large_results_do_not_stall() -> Result<()> {
         .with_context(|| format!("iteration {i} (blob {size} bytes): TLS response stalled"))??;
         assert_eq!(blob.map(|b| b.len()), Some(size as usize));
     }
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -622,12 +597,12 @@ async fn tls_large_results_do_not_stall() -> Result<()> {
 /// reload only happens for unknown users.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_changed_on_backend_is_picked_up() -> Result<()> {
-    let (bed, r) = setup(1, &svc_toml())?;
-    let c = mysql_async::Conn::new(opts(r.addr, LOADED_USER, LOADED_PASSWORD)).await?;
+    let b = config("").service_account().start()?;
+    let c = mysql_async::Conn::new(b.opts_as(LOADED_USER, LOADED_PASSWORD)).await?;
     c.disconnect().await?;
-    bed.servers()[0].sql("ALTER USER 'loaded'@'%' IDENTIFIED BY 'new-pass'")?;
+    b.servers()[0].sql("ALTER USER 'loaded'@'%' IDENTIFIED BY 'new-pass'")?;
     // Direct: the new password works.
-    mysql_async::Conn::new(opts(bed.servers()[0].addr(), LOADED_USER, "new-pass"))
+    mysql_async::Conn::new(opts(b.servers()[0].addr(), LOADED_USER, "new-pass"))
         .await?
         .disconnect()
         .await?;
@@ -635,7 +610,7 @@ async fn password_changed_on_backend_is_picked_up() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut last = None;
     for _ in 0..3 {
-        match mysql_async::Conn::new(opts(r.addr, LOADED_USER, "new-pass")).await {
+        match mysql_async::Conn::new(b.opts_as(LOADED_USER, "new-pass")).await {
             Ok(c) => {
                 c.disconnect().await?;
                 return Ok(());
@@ -652,13 +627,13 @@ async fn password_changed_on_backend_is_picked_up() -> Result<()> {
 /// others, inside the 2 s rate limit, are refused before it finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_logins_of_a_new_user() -> Result<()> {
-    let (bed, r) = setup(1, &svc_toml())?;
-    bed.servers()[0].sql(
+    let b = config("").service_account().start()?;
+    b.servers()[0].sql(
         "CREATE USER 'fresh'@'%' IDENTIFIED BY 'fresh-pass'; GRANT ALL ON test.* TO 'fresh'@'%';",
     )?;
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let o = opts(r.addr, "fresh", "fresh-pass");
+        let o = b.opts_as("fresh", "fresh-pass");
         tasks.push(tokio::spawn(async move {
             match mysql_async::Conn::new(o).await {
                 Ok(c) => {
@@ -708,8 +683,8 @@ fn daemon_rss_kib(r: &Redirector) -> Result<u64> {
 /// COM_STMT_CLOSE / COM_RESET_CONNECTION, so the daemon grows without bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepare_close_loop_does_not_grow_memory() -> Result<()> {
-    let (_bed, r) = setup(1, "")?;
-    let o = opts(r.addr, APP_USER, APP_PASSWORD).stmt_cache_size(0);
+    let b = setup(1, "")?;
+    let o = b.opts().stmt_cache_size(0);
     let mut c = mysql_async::Conn::new(o).await?;
     let pad = "x".repeat(4000);
     // Warm up allocator pools.
@@ -718,14 +693,14 @@ async fn prepare_close_loop_does_not_grow_memory() -> Result<()> {
         let _: Option<i64> = c.exec_first(&st, (1,)).await?;
         c.close(st).await?;
     }
-    let before = daemon_rss_kib(&r)?;
+    let before = daemon_rss_kib(&b.daemon)?;
     let n = 20_000;
     for i in 0..n {
         let st = c.prep(format!("SELECT ? + {i} /* {pad} */")).await?;
         let _: Option<i64> = c.exec_first(&st, (1,)).await?;
         c.close(st).await?;
     }
-    let after = daemon_rss_kib(&r)?;
+    let after = daemon_rss_kib(&b.daemon)?;
     let grown_mib = (after.saturating_sub(before)) / 1024;
     println!("RSS {before} kB -> {after} kB after {n} prepare/execute/close");
     // 20k x 4 KB = ~80 MiB if every statement is kept.
@@ -763,8 +738,8 @@ fn cli(addr: SocketAddr, args: &[&str], stdin: &str) -> Result<(bool, String, St
 /// the same commands sent directly to MariaDB.
 #[test]
 fn mariadb_cli_use_and_reconnect() -> Result<()> {
-    let (bed, r) = setup(1, "")?;
-    let direct = bed.servers()[0].addr();
+    let b = setup(1, "")?;
+    let direct = b.servers()[0].addr();
     let cases: [(&[&str], &str); 4] = [
         (&["-N", "-B", "-e", "USE test; SELECT DATABASE()"], ""),
         (
@@ -776,13 +751,13 @@ fn mariadb_cli_use_and_reconnect() -> Result<()> {
     ];
     for (args, input) in cases {
         let d = cli(direct, args, input)?;
-        let p = cli(r.addr, args, input)?;
+        let p = cli(b.addr(), args, input)?;
         println!("{args:?}\n direct: {d:?}\n proxy:  {p:?}");
         assert_eq!(d.0, p.0, "{args:?} exit status");
         assert_eq!(d.1, p.1, "{args:?} stdout");
         assert_eq!(
             d.2.replace(&direct.port().to_string(), "PORT"),
-            p.2.replace(&r.addr.port().to_string(), "PORT"),
+            p.2.replace(&b.addr().port().to_string(), "PORT"),
             "{args:?} stderr"
         );
     }
@@ -792,65 +767,30 @@ fn mariadb_cli_use_and_reconnect() -> Result<()> {
 /// sysbench oltp_point_select, --db-ps-mode=auto, 64 threads, 10 s.
 #[test]
 fn sysbench_point_select_64_threads() -> Result<()> {
-    use std::process::Command;
-    let (bed, r) = setup(1, "")?;
-    bed.servers()[0].sql("SET GLOBAL max_connections = 500")?;
-    let common = |port: u16| {
-        vec![
-            "--db-driver=mysql".to_string(),
-            "--mysql-host=127.0.0.1".to_string(),
-            format!("--mysql-port={port}"),
-            format!("--mysql-user={APP_USER}"),
-            format!("--mysql-password={APP_PASSWORD}"),
-            format!("--mysql-db={TEST_DB}"),
-            "--tables=4".to_string(),
-            "--table-size=10000".to_string(),
-        ]
-    };
-    let out = Command::new("sysbench")
-        .arg("oltp_point_select")
-        .args(common(bed.servers()[0].port))
-        .arg("prepare")
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for (what, port) in [("direct", bed.servers()[0].port), ("proxy", r.addr.port())] {
-        let out = Command::new("sysbench")
-            .arg("oltp_point_select")
-            .args(common(port))
-            .args([
-                "--threads=64",
-                "--time=10",
-                "--report-interval=0",
-                "--db-ps-mode=auto",
-            ])
-            .arg("run")
-            .output()?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let line = |k: &str| {
-            stdout
-                .lines()
-                .find(|l| l.trim_start().starts_with(k))
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        };
+    let b = setup(1, "")?;
+    b.servers()[0].sql("SET GLOBAL max_connections = 500")?;
+    let sb = Sysbench::new("oltp_point_select")
+        .tables(4)
+        .table_size(10_000)
+        .threads(64)
+        .seconds(10)
+        .ps_mode("auto");
+    let direct = b.servers()[0].addr();
+    sb.prepare(direct)?;
+    for (what, addr) in [("direct", direct), ("proxy", b.addr())] {
+        let report = sb.run(addr).with_context(|| what.to_string())?;
         println!(
             "{what}: {} | {} | {} | 95th {}",
-            line("queries:"),
-            line("ignored errors:"),
-            line("reconnects:"),
-            line("95th percentile:")
+            report.line("queries:"),
+            report.line("ignored errors:"),
+            report.line("reconnects:"),
+            report.line("95th percentile:")
         );
         assert!(
-            out.status.success(),
-            "{what}: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
+            report.line("ignored errors:").contains(" 0 "),
+            "{what}: {}",
+            report.stdout
         );
-        assert!(line("ignored errors:").contains(" 0 "), "{what}: {stdout}");
     }
     Ok(())
 }
@@ -861,21 +801,8 @@ fn sysbench_point_select_64_threads() -> Result<()> {
 #[test]
 fn tls_slow_reader_gets_the_whole_result() -> Result<()> {
     use std::process::{Command, Stdio};
-    let bed = TestBed::start(1)?;
-    let dir = std::env::temp_dir().join(format!("review-tls2-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
-    std::fs::write(dir.join("cert.pem"), cert.cert.pem())?;
-    std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem())?;
-    let servers: Vec<&MariaDb> = bed.servers().iter().collect();
-    let cfg = format!(
-        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n{}{}",
-        dir.join("cert.pem").display(),
-        dir.join("key.pem").display(),
-        app_users_toml(),
-        servers_toml(&servers)
-    );
-    let r = start_daemon(&cfg)?;
+    let tls = TlsCert::self_signed()?;
+    let b = setup(1, &tls.toml())?;
     let mut hung = Vec::new();
     for (i, rows) in [20_000u32, 7_777, 33_333, 50_001, 12_345]
         .into_iter()
@@ -884,7 +811,7 @@ fn tls_slow_reader_gets_the_whole_result() -> Result<()> {
         let script = format!(
             "timeout 20 mariadb --no-defaults --ssl --skip-ssl-verify-server-cert -h127.0.0.1 -P{} -u{APP_USER} -p{APP_PASSWORD} --quick -N -B \
              -e \"SELECT seq, REPEAT('a', 1000) FROM test.seq_1_to_{rows}\" | python3 -c 'import sys,time\nn=0\nfor l in sys.stdin:\n  n+=1\n  if n % 200 == 0: time.sleep(0.01)\nprint(n)'; echo \"status ${{PIPESTATUS[0]}}\"",
-            r.addr.port()
+            b.addr().port()
         );
         let out = Command::new("bash")
             .args(["-c", &script])
@@ -900,16 +827,6 @@ fn tls_slow_reader_gets_the_whole_result() -> Result<()> {
             hung.push(format!("{rows} rows: {text}"));
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(hung.is_empty(), "TLS results cut or hung: {hung:?}");
     Ok(())
-}
-
-/// `cfg` with this suite's `[datapath] mode` appended.
-fn with_datapath(cfg: &str) -> String {
-    format!("{cfg}\n[datapath]\nmode = \"{DATAPATH}\"\n")
-}
-
-fn start_daemon(cfg: &str) -> Result<Redirector> {
-    Redirector::start(&with_datapath(cfg))
 }
