@@ -117,6 +117,10 @@ mod prog {
     const NO_PREALLOC: u32 = 1;
     /// include/net/tcp_states.h
     const TCP_CLOSE: u32 = 7;
+    const SOL_SOCKET: i32 = 1;
+    const SO_RCVBUF: i32 = 8;
+    /// Receive buffer asked for application sockets (capped by the kernel).
+    const APP_RCVBUF: i32 = 4 << 20;
     const HEADER: usize = 4;
     /// Header plus the prefix the tracker looks at.
     const PEEK: usize = HEADER + PREFIX_LEN;
@@ -243,6 +247,22 @@ mod prog {
             return 0;
         }
         let _ = ctx.set_cb_flags(BPF_SOCK_OPS_STATE_CB_FLAG as i32);
+        // Redirected bytes never advance the application's read position,
+        // so TCP never grows its receive buffer: a response larger than it
+        // is delivered in one-jiffy retry steps (~60 ms per MiB at the
+        // default 128 KiB). Ask for more; the kernel caps it at
+        // net.core.rmem_max (docs/configuration.md).
+        let mut rcvbuf: i32 = APP_RCVBUF;
+        // SAFETY: ctx.ops is the program's context; the value is an int.
+        let _ = unsafe {
+            aya_ebpf::helpers::generated::bpf_setsockopt(
+                ctx.ops.cast(),
+                SOL_SOCKET,
+                SO_RCVBUF,
+                (&raw mut rcvbuf).cast(),
+                4,
+            )
+        };
         0
     }
 

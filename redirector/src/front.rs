@@ -138,7 +138,8 @@ pub async fn serve_client(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
     } = client;
     let core = Core::new(app.session_ctx(), session, tracker, login);
     let pair = Pair { client, backend };
-    match crate::session::driver::run(core, pair, leftover, offload).await {
+    let driven = crate::session::driver::run(core, pair, leftover, offload);
+    match tracing::Instrument::instrument(driven, span.clone()).await {
         Ok(()) => tracing::info!(parent: &span, "session closed"),
         Err(e) => {
             tracing::info!(parent: &span, error = %e, "session ended");

@@ -23,6 +23,8 @@ pub struct Bed {
     pub daemon: Redirector,
     /// Carries the configured token, if any.
     pub http: AdminHttp,
+    /// The data path the daemon was configured with.
+    pub datapath: Datapath,
 }
 
 impl Bed {
@@ -90,6 +92,51 @@ impl Bed {
     /// The name of the server on `port`.
     pub fn name_of_port(&self, port: u16) -> Result<String> {
         client::server_on_port(self.servers(), port).map(|s| s.name.clone())
+    }
+
+    /// Bytes the daemon counted on `datapath` (`userspace` or `ebpf`), both
+    /// directions.
+    pub async fn bytes_on(&self, datapath: &str) -> Result<f64> {
+        let scrape = self.http.scrape().await?;
+        Ok(crate::admin::samples(&scrape)
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("redirector_bytes_total{")
+                    && k.contains(&format!("datapath={datapath}"))
+            })
+            .map(|(_, v)| v)
+            .sum())
+    }
+
+    /// With a kernel data path configured, checks that sessions were really
+    /// carried by the kernel: the daemon reports it loaded (`datapath_mode`)
+    /// and the kernel's byte counters moved. Sessions report their kernel
+    /// bytes at least every second and when they end, so call it after the
+    /// traffic (it waits up to 3 s). A no-op for userspace beds.
+    pub async fn assert_kernel_carried(&self) -> Result<()> {
+        if self.datapath == Datapath::Userspace {
+            return Ok(());
+        }
+        let scrape = self.http.scrape().await?;
+        let mode = crate::admin::metric(&scrape, "redirector_datapath_mode", &[("mode", "ebpf")]);
+        anyhow::ensure!(
+            mode == Some(1.0),
+            "datapath {} configured but the kernel path is not in use (datapath_mode{{mode=ebpf}} = {mode:?}):\n{}",
+            self.datapath.as_str(),
+            self.daemon.log()
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let kernel = self.bytes_on("ebpf").await?;
+            if kernel > 0.0 {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "no byte was carried by the kernel path"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
 
     /// The first server that is not `name`: a move target.
@@ -307,7 +354,16 @@ impl BedBuilder {
         if let Some(t) = &self.token {
             http = http.with_token(t);
         }
-        Ok(Bed { bed, daemon, http })
+        let datapath = match self.datapath {
+            Some(m) => m,
+            None => Datapath::from_env()?,
+        };
+        Ok(Bed {
+            bed,
+            daemon,
+            http,
+            datapath,
+        })
     }
 }
 

@@ -4,8 +4,10 @@
 //! the report, so every test runs sysbench the same way and reads the same
 //! numbers. Needs no MySQL driver: sysbench is a separate process.
 
+use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -85,10 +87,53 @@ impl Sysbench {
         c
     }
 
+    /// Runs sysbench and collects its output. A run that outlives its
+    /// `--time` by two minutes is a hang (a query that never got its
+    /// answer): it is killed and reported as such.
     fn output(&self, mut cmd: Command, action: &str, addr: SocketAddr) -> Result<Output> {
-        cmd.arg(action)
-            .output()
-            .with_context(|| format!("running sysbench {} {action} on {addr}", self.script))
+        let what = || format!("sysbench {} {action} on {addr}", self.script);
+        let mut child = cmd
+            .arg(action)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {}", what()))?;
+        // Drain the pipes while waiting, so a chatty run cannot block.
+        let mut stdout = child.stdout.take().context("sysbench stdout")?;
+        let mut stderr = child.stderr.take().context("sysbench stderr")?;
+        let out_reader = std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = stdout.read_to_end(&mut b);
+            b
+        });
+        let err_reader = std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = stderr.read_to_end(&mut b);
+            b
+        });
+        let deadline = Instant::now() + Duration::from_secs(self.seconds + 120);
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let out = out_reader.join().unwrap_or_default();
+                bail!(
+                    "{} hung (still running 120 s after its --time); output so far:\n{}",
+                    what(),
+                    String::from_utf8_lossy(&out)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        Ok(Output {
+            status,
+            stdout: out_reader.join().unwrap_or_default(),
+            stderr: err_reader.join().unwrap_or_default(),
+        })
     }
 
     /// Creates and fills the tables on `addr` (one thread, as sysbench's

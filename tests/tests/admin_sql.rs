@@ -38,12 +38,13 @@ const MOVE_COLUMNS: &[&str] = &[
 ];
 
 /// `n` servers (the first `configured` in the daemon) behind a daemon with
-/// the userspace data path and the admin password set.
+/// the default data path (the kernel carries this host's sessions) and the
+/// admin password set.
 fn start_bed(n: usize, configured: usize) -> Result<Bed> {
     Bed::builder()
         .servers(n)
         .configured(configured)
-        .datapath(Datapath::Userspace)
+        .datapath(Datapath::Auto)
         .admin_login(ADMIN_USER, ADMIN_PASSWORD)
         .mover_wait_timeout(10)
         .start()
@@ -147,7 +148,7 @@ async fn tables_moves_and_errors() -> Result<()> {
         assert_eq!(t.get(row, "MOVABLE"), Some("1"));
         assert_eq!(t.get(row, "NOT_MOVABLE_REASON"), None);
         assert_eq!(t.get(row, "MOVES"), Some("0"));
-        assert_eq!(t.get(row, "DATAPATH"), Some("userspace"));
+        assert_eq!(t.get(row, "DATAPATH"), Some("ebpf"));
         let client = t.get(row, "CLIENT_ADDRESS").unwrap_or_default();
         assert!(client.starts_with("127.0.0.1:"), "{client}");
     }

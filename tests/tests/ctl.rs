@@ -80,7 +80,7 @@ async fn every_subcommand() -> Result<()> {
     let bed = Bed::builder()
         .servers(3)
         .configured(2)
-        .datapath(Datapath::Userspace)
+        .datapath(Datapath::Auto)
         .token(TOKEN)
         .mover_wait_timeout(10)
         .start()?;

@@ -36,6 +36,7 @@ pub fn setup() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     cargo_fuzz()?;
+    rmem_max()?;
     println!(
         "==> setup complete in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -186,6 +187,26 @@ fn cargo_fuzz() -> Result<()> {
         bail!("cargo-fuzz installed but `cargo fuzz` does not run (is ~/.cargo/bin on PATH?)");
     }
     Ok(())
+}
+
+/// The kernel session path asks for a 4 MiB receive buffer on application
+/// sockets (redirected bytes never grow it on their own); the kernel caps the
+/// request at `net.core.rmem_max`, 208 KiB by default on Debian. Raised for
+/// this machine's tests and benchmarks (runtime only; docs/configuration.md
+/// tells operators the same).
+fn rmem_max() -> Result<()> {
+    const PATH: &str = "/proc/sys/net/core/rmem_max";
+    const WANT: u64 = 4 << 20;
+    let now: u64 = std::fs::read_to_string(PATH)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if now >= WANT || !is_root() {
+        println!("==> net.core.rmem_max = {now}");
+        return Ok(());
+    }
+    step(&format!("net.core.rmem_max {now} -> {WANT}"));
+    std::fs::write(PATH, WANT.to_string()).context("raising net.core.rmem_max")
 }
 
 fn is_root() -> bool {

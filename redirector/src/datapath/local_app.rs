@@ -464,8 +464,8 @@ fn verdict_barrier(backend: &TcpStream) {
 pub enum Armed {
     /// The kernel carries the session until [`LocalAppSession::park`].
     Yes,
-    /// The client sent bytes the daemon has not read yet: read them, then
-    /// try again.
+    /// A side sent bytes the daemon has not read yet: read them, then try
+    /// again.
     NotCaughtUp,
     /// The kernel path failed for this session; it stays in userspace.
     Disabled,
@@ -615,7 +615,10 @@ impl LocalAppSession {
                 return Armed::Disabled;
             }
         };
-        if !self.path.caught_up(self.key, client.as_fd()) {
+        // Unread bytes on either side belong to the daemon first: client
+        // bytes passed to it, or backend bytes (an answer to what it sent,
+        // the server's kill or shutdown notice) it has not read yet.
+        if !self.path.caught_up(self.key, client.as_fd()) || has_input(backend) {
             return Armed::NotCaughtUp;
         }
         if self.backend != Some(cookie) {

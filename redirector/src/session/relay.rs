@@ -69,8 +69,8 @@ pub struct Relay {
     held: Option<BytesMut>,
     /// The client shut its sending side: answer what it sent, then close.
     client_eof: bool,
-    /// Set when the kernel could not take the quiet session (unread client
-    /// bytes): read before offering it again.
+    /// Set when the kernel could not take the quiet session (unread bytes
+    /// on a side): read before offering it again.
     quiet_blocked: bool,
     up_bytes: Counter,
     down_bytes: Counter,
@@ -98,7 +98,7 @@ impl Relay {
     }
 
     /// The kernel could not take the session: do not offer it again until
-    /// the client sent something.
+    /// something was read from a side.
     pub fn block_quiet(&mut self) {
         self.quiet_blocked = true;
     }
@@ -177,7 +177,19 @@ impl Relay {
                         Ok(_) => idle,
                     };
                     if lost {
-                        tracing::debug!(quit = core.proto.tracker.quit_sent(), "backend closed");
+                        let t = &core.proto.tracker;
+                        tracing::debug!(
+                            quit = t.quit_sent(),
+                            idle,
+                            in_flight = t.in_flight(),
+                            lost_sync = t.lost_sync(),
+                            lost_reason = t.lost_reason(),
+                            server_boundary = core.proto.server.at_boundary(),
+                            client_boundary = core.proto.client.at_boundary(),
+                            held = self.held.is_some(),
+                            to_backend = self.to_backend.len(),
+                            "backend closed"
+                        );
                         if core.proto.tracker.quit_sent() {
                             return Ok(Step::Closed);
                         }
@@ -188,6 +200,7 @@ impl Relay {
                         return Ok(Step::BackendLost);
                     }
                     let n = n.map_err(RelayError::Backend)?;
+                    self.quiet_blocked = false;
                     self.down_bytes.inc_by(n as u64);
                     if core.statements.translated() {
                         self.to_client = core.server_packets_mapped(&mut self.sbuf);

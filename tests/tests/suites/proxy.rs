@@ -71,12 +71,15 @@ async fn prepared_statements_multi_results_and_transactions() -> Result<()> {
     let mut res = c
         .query_iter("SELECT 1; SELECT 2, 3; DO 0; SELECT 'x'")
         .await?;
-    let a: Vec<i32> = res.collect().await?;
-    let b: Vec<(i32, i32)> = res.collect().await?;
+    let first: Vec<i32> = res.collect().await?;
+    let second: Vec<(i32, i32)> = res.collect().await?;
     let _ok: Vec<mysql_async::Row> = res.collect().await?;
-    let d: Vec<String> = res.collect().await?;
+    let fourth: Vec<String> = res.collect().await?;
     drop(res);
-    assert_eq!((a, b, d), (vec![1], vec![(2, 3)], vec!["x".to_string()]));
+    assert_eq!(
+        (first, second, fourth),
+        (vec![1], vec![(2, 3)], vec!["x".to_string()])
+    );
 
     // Stored procedure with an OUT parameter and a result set.
     c.query_drop(
@@ -106,6 +109,7 @@ async fn prepared_statements_multi_results_and_transactions() -> Result<()> {
     c.query_drop("DROP TABLE ps_t").await?;
     c.query_drop("DROP PROCEDURE p_out").await?;
     c.disconnect().await?;
+    b.assert_kernel_carried().await?;
     Ok(())
 }
 
@@ -156,6 +160,7 @@ async fn large_blob_both_ways_and_load_data_local() -> Result<()> {
         .unwrap_or_default();
     assert_eq!((n, s), (10_000, (0..10_000i64).sum()));
     c.disconnect().await?;
+    b.assert_kernel_carried().await?;
     Ok(())
 }
 
@@ -492,5 +497,5 @@ fn sysbench_read_write_prepared_and_text() -> Result<()> {
     let b = setup(2, "")?;
     sysbench(&b, "auto")?;
     sysbench(&b, "disable")?;
-    Ok(())
+    tokio::runtime::Runtime::new()?.block_on(b.assert_kernel_carried())
 }

@@ -541,7 +541,9 @@ fn pipelined_big_requests_and_responses() -> Result<()> {
     }
     writer.join().unwrap()?;
     println!("64 x 1 MiB both ways in {:?}", t0.elapsed());
-    Ok(())
+    // The first answer went through the kernel, the pipelined rest through
+    // the daemon, byte-exact across the hand-over.
+    tokio::runtime::Runtime::new()?.block_on(b.assert_kernel_carried())
 }
 
 /// Large results over TLS, read fast and read slowly. tokio-rustls documents
@@ -792,7 +794,7 @@ fn sysbench_point_select_64_threads() -> Result<()> {
             report.stdout
         );
     }
-    Ok(())
+    tokio::runtime::Runtime::new()?.block_on(b.assert_kernel_carried())
 }
 
 /// A slow TLS reader: `mariadb --quick` (row by row) piped into a consumer
