@@ -399,8 +399,10 @@ mod prog {
         if tracker.in_infile() {
             // LOCAL INFILE data: part of the command in flight.
         } else {
+            // Idle, and the last response's final packet wholly through:
+            // anything else is a pipelined command.
             // SAFETY: as above.
-            if !unsafe { (*t).response_done() } {
+            if !(tracker.idle() && unsafe { (*t).server.at_boundary() }) {
                 return punt(t, c, ctl.epoch, PUNT_PIPELINED, size);
             }
             if !mysql::kernel_path_command(p.prefix()) {

@@ -254,6 +254,9 @@ async fn connect(
     // session in the counts.
     let guard = app.sessions.register(id, &user, peer, "", offload.kind());
     guard.session().set_state(SessionState::Connecting);
+    if let (Offload::LocalApp(s), Some(k)) = (&*offload, &app.kernel) {
+        guard.session().attach_kernel(k.clone(), s.key());
+    }
     let order = app
         .routing
         .order(&app.backends.all(), &app.sessions.count_by_server(), None);

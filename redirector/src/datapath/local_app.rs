@@ -393,6 +393,17 @@ impl LocalApp {
         }
     }
 
+    /// The kernel's tracker of the session of app socket `key`, while the
+    /// session is armed.
+    fn armed_tracker(&self, key: u64) -> Option<Tracker> {
+        let m = self.maps();
+        let ctl = m.ctl.get(&key, 0).ok()?;
+        if ctl.mode != SESSION_FORWARD {
+            return None;
+        }
+        m.track.get(&key, 0).ok().map(|t| t.tracker)
+    }
+
     /// Program events by name (summed over CPUs), for `/metrics`.
     pub fn events(&self) -> Vec<(&'static str, u64)> {
         let m = self.maps();
@@ -545,6 +556,11 @@ impl LocalAppSession {
 
     pub fn disabled(&self) -> bool {
         self.disabled
+    }
+
+    /// The key of the session's kernel state (the app socket's cookie).
+    pub fn key(&self) -> u64 {
+        self.key
     }
 
     /// The session stays in userspace from now on.
@@ -756,6 +772,12 @@ impl Drop for LocalAppSession {
     fn drop(&mut self) {
         self.path
             .forget(self.key, &self.flow, self.backend, &self.typed);
+    }
+}
+
+impl crate::session::KernelState for LocalApp {
+    fn carried(&self, key: u64) -> Option<Tracker> {
+        self.armed_tracker(key)
     }
 }
 

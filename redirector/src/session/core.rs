@@ -11,7 +11,7 @@ use redirector_common::mysql::{self, ClientPacket, ServerPacket};
 use super::error::NotMovable;
 use super::state::{CapturedState, Hints, Variable};
 use super::statements::Statements;
-use super::{Session, SessionCtx, SessionState};
+use super::{Session, SessionCtx};
 use crate::protocol::constants::command::{
     COM_QUERY, COM_RESET_CONNECTION, COM_STMT_CLOSE, COM_STMT_EXECUTE, COM_STMT_PREPARE,
 };
@@ -121,19 +121,8 @@ impl Core {
 
     /// Tells the registry what the state machine knows now.
     pub fn publish(&self) {
-        let t = &self.proto.tracker;
-        let state = if self.proto.idle() {
-            SessionState::Idle
-        } else {
-            SessionState::Busy
-        };
-        // XA first: an XA transaction also shows as an open transaction.
-        let reason = if self.hints.xa {
-            self.hints.reason()
-        } else {
-            not_movable(&self.proto).or_else(|| self.hints.reason())
-        };
-        self.session.observe(state, t.in_transaction(), reason);
+        self.session
+            .observe(&self.proto.tracker, self.proto.idle(), self.hints.reason());
     }
 
     /// Bookkeeping for one whole client packet on its way to the server
@@ -220,16 +209,5 @@ impl Core {
 
 /// Why the protocol state stops a move now (None = it does not).
 pub fn not_movable(s: &mysql::Session) -> Option<NotMovable> {
-    let t = &s.tracker;
-    if t.lost_sync() {
-        Some(NotMovable::LostSync)
-    } else if t.in_transaction() {
-        Some(NotMovable::OpenTransaction)
-    } else if t.open_cursors() > 0 {
-        Some(NotMovable::OpenCursor)
-    } else if t.pending_long_data() {
-        Some(NotMovable::PendingLongData)
-    } else {
-        None
-    }
+    super::protocol_reason(&s.tracker)
 }

@@ -21,7 +21,7 @@ pub mod statements;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -34,6 +34,15 @@ pub use crate::metrics::DatapathKind;
 use crate::metrics::{Metrics, MoveReason, MoveResult};
 use crate::protocol::BackendLoginParams;
 pub use error::{MoveError, NotMovable, StateError};
+use redirector_common::mysql::Tracker;
+
+/// Where a session's protocol state lives while the kernel carries it, so
+/// that listings, metrics and the mover see it live rather than as of the
+/// last report.
+pub trait KernelState: Send + Sync + std::fmt::Debug {
+    /// The kernel's tracker of session `key`, if the kernel carries it now.
+    fn carried(&self, key: u64) -> Option<Tracker>;
+}
 
 /// What a session is doing right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -66,8 +75,11 @@ struct Live {
     server: String,
     state: SessionState,
     in_transaction: bool,
-    /// Why the session cannot move right now, if it cannot.
-    not_movable: Option<NotMovable>,
+    /// Why the protocol state stops a move right now, if it does.
+    protocol_reason: Option<NotMovable>,
+    /// What the session's SQL revealed that stops a move (temporary table,
+    /// lock, XA, SQL-level PREPARE).
+    hint_reason: Option<NotMovable>,
     moves: u32,
     schema: Option<String>,
     commands: u64,
@@ -115,6 +127,21 @@ impl MoveReply {
     }
 }
 
+/// Why the protocol state stops a move now (None = it does not).
+pub fn protocol_reason(t: &Tracker) -> Option<NotMovable> {
+    if t.lost_sync() {
+        Some(NotMovable::LostSync)
+    } else if t.in_transaction() {
+        Some(NotMovable::OpenTransaction)
+    } else if t.open_cursors() > 0 {
+        Some(NotMovable::OpenCursor)
+    } else if t.pending_long_data() {
+        Some(NotMovable::PendingLongData)
+    } else {
+        None
+    }
+}
+
 /// One client session.
 #[derive(Debug)]
 pub struct Session {
@@ -126,6 +153,8 @@ pub struct Session {
     /// A pending move; the relay takes it when it can act on it.
     pending_move: Mutex<Option<MoveRequest>>,
     move_wakeup: Notify,
+    /// The kernel path's handle on the session, once it has one.
+    kernel: OnceLock<(Arc<dyn KernelState>, u64)>,
     /// The backend's connection id (for KILL QUERY when a move is forced).
     backend_thread: AtomicU32,
     /// How to log in to a backend as this session's user (set after login,
@@ -178,17 +207,24 @@ impl Session {
         self.live().state = state;
     }
 
-    /// Records what the protocol state machine says after a response or command.
-    pub fn observe(
-        &self,
-        state: SessionState,
-        in_transaction: bool,
-        not_movable: Option<NotMovable>,
-    ) {
+    /// Records what the protocol state machine says after a response or
+    /// command, and what the session's SQL revealed.
+    pub fn observe(&self, tracker: &Tracker, idle: bool, hint_reason: Option<NotMovable>) {
         let mut l = self.live();
-        l.state = state;
-        l.in_transaction = in_transaction;
-        l.not_movable = not_movable;
+        l.state = if idle {
+            SessionState::Idle
+        } else {
+            SessionState::Busy
+        };
+        l.in_transaction = tracker.in_transaction();
+        l.protocol_reason = protocol_reason(tracker);
+        l.hint_reason = hint_reason;
+    }
+
+    /// From now on the session's protocol state is read from the kernel
+    /// while it carries the session.
+    pub fn attach_kernel(&self, state: Arc<dyn KernelState>, key: u64) {
+        let _ = self.kernel.set((state, key));
     }
 
     pub fn count_command(&self) {
@@ -273,19 +309,36 @@ impl Session {
     }
 
     pub fn snapshot(&self) -> SessionSnapshot {
+        let live = self.kernel.get().and_then(|(k, key)| k.carried(*key));
         let l = self.live();
-        let not_movable_reason = l.not_movable.as_ref().map(ToString::to_string).or_else(|| {
-            l.in_transaction
-                .then(|| NotMovable::OpenTransaction.to_string())
-        });
+        let (mut state, mut in_transaction, mut protocol) =
+            (l.state, l.in_transaction, l.protocol_reason.clone());
+        if let (Some(t), SessionState::Idle | SessionState::Busy) = (live, l.state) {
+            state = if t.idle() {
+                SessionState::Idle
+            } else {
+                SessionState::Busy
+            };
+            in_transaction = t.in_transaction();
+            protocol = protocol_reason(&t);
+        }
+        // XA first: an XA transaction also shows as an open transaction.
+        let reason = match &l.hint_reason {
+            Some(NotMovable::Xa) => l.hint_reason.clone(),
+            _ => protocol.or_else(|| l.hint_reason.clone()),
+        };
+        let not_movable_reason = reason
+            .as_ref()
+            .map(ToString::to_string)
+            .or_else(|| in_transaction.then(|| NotMovable::OpenTransaction.to_string()));
         SessionSnapshot {
             session_id: self.id,
             user: l.user.clone(),
             client_address: self.client_addr.to_string(),
             server_name: l.server.clone(),
-            state: l.state,
-            in_transaction: l.in_transaction,
-            movable: not_movable_reason.is_none() && l.state != SessionState::Connecting,
+            state,
+            in_transaction,
+            movable: not_movable_reason.is_none() && state != SessionState::Connecting,
             not_movable_reason,
             moves: l.moves,
             datapath: self.datapath,
@@ -333,13 +386,15 @@ impl SessionRegistry {
                 server: server.to_string(),
                 state: SessionState::Idle,
                 in_transaction: false,
-                not_movable: None,
+                protocol_reason: None,
+                hint_reason: None,
                 moves: 0,
                 schema: None,
                 commands: 0,
             }),
             pending_move: Mutex::new(None),
             move_wakeup: Notify::new(),
+            kernel: OnceLock::new(),
             backend_thread: AtomicU32::new(0),
             login: Mutex::new(None),
         });
@@ -534,7 +589,8 @@ mod tests {
         assert_eq!((id1, id2), (1, 2));
         let g1 = reg.register(id1, "app", addr, "db1", DatapathKind::Userspace);
         let g2 = reg.register(id2, "app", addr, "db2", DatapathKind::Ebpf);
-        g2.session().observe(SessionState::Idle, true, None);
+        let in_trans = Tracker::new(0, redirector_common::mysql::status::SERVER_STATUS_IN_TRANS);
+        g2.session().observe(&in_trans, true, None);
         let snap = reg.snapshot();
         assert_eq!(snap.len(), 2);
         assert_eq!(snap[0].client_address, "127.0.0.1:40000");
