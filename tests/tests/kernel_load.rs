@@ -1,6 +1,7 @@
 //! The kernel session path under everything that used to break it, at once
 //! (../shared/KERNEL-NOTES.md): sysbench `oltp_read_only` and
-//! `oltp_read_write` (prepared and text protocol), 16 threads, while
+//! `oltp_read_write`, each with prepared statements and with the text
+//! protocol, 16 threads, while
 //! sessions are moved every 0.3 s, beside a second redirector daemon on the
 //! same host whose clients connect, query and close in a tight loop, with
 //! the ephemeral port range narrowed so local ports are reused within
@@ -127,6 +128,7 @@ async fn sysbench_under_moves_beside_a_churning_second_daemon() -> Result<()> {
     let secs = seconds();
     let workloads = [
         ("oltp_read_only", "auto"),
+        ("oltp_read_only", "disable"),
         ("oltp_read_write", "auto"),
         ("oltp_read_write", "disable"),
     ];
