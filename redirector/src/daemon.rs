@@ -21,10 +21,13 @@ const DRAIN_ON_STOP: Duration = Duration::from_secs(5);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen.address)
-        .await
-        .with_context(|| format!("binding the listener on {}", config.listen.address))?;
+    // The data path first: a client accepted before the kernel programs are
+    // attached would never be carried by them.
+    let address = config.listen.address;
     let app = build_app(config)?;
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding the listener on {address}"))?;
     serve(listener, app, shutdown_signal()).await
 }
 

@@ -244,6 +244,26 @@ pub fn has_input(s: &TcpStream) -> bool {
     }
 }
 
+/// Makes the next close of `s` send a reset instead of a FIN (SO_LINGER
+/// 0): a server still writing a result to it stops at once, as it does when
+/// its own client goes away mid-result.
+pub fn reset_on_close(s: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the option value and its length describe `linger`.
+    let _ = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+}
+
 /// Whether `fd` has a pending error or hang-up (the peer went away).
 pub fn hung_up(fd: impl AsFd) -> bool {
     let mut pfd = libc::pollfd {

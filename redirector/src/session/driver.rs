@@ -20,11 +20,29 @@ pub async fn run(
     leftover: BytesMut,
     mut offload: Offload,
 ) -> Result<(), RelayError> {
-    let mut relay = Relay::new(&core, leftover);
+    let result = drive(&mut core, &mut pair, leftover, &mut offload).await;
+    if !core.proto.idle() && !core.proto.tracker.quit_sent() {
+        // The session ends in the middle of a response (the client went
+        // away): the server must stop at once, as it would for its own
+        // client, rather than finish writing into a closed connection.
+        crate::net::reset_on_close(&pair.backend);
+    }
+    result
+}
+
+async fn drive(
+    core: &mut Core,
+    pair: &mut Pair,
+    leftover: BytesMut,
+    offload: &mut Offload,
+) -> Result<(), RelayError> {
+    let mut relay = Relay::new(core, leftover);
     loop {
-        // Translated statement ids cannot be carried by the kernel.
-        let offer_quiet = offload.can_arm() && !core.statements.translated();
-        match relay.pump(&mut core, &mut pair, offer_quiet).await? {
+        // Translated statement ids cannot be carried by the kernel; a session
+        // that sent COM_QUIT only waits for the server to close.
+        let offer_quiet =
+            offload.can_arm() && !core.statements.translated() && !core.proto.tracker.quit_sent();
+        match relay.pump(core, pair, offer_quiet).await? {
             Step::Quiet => {
                 let typed = core.statements.typed();
                 let armed = offload.arm(
@@ -39,10 +57,10 @@ pub async fn run(
                         let move_requested = std::pin::pin!(session.move_requested());
                         let parked = offload
                             .park(client, &pair.backend, move_requested, &mut |r| {
-                                kernel_report(&mut core, r)
+                                kernel_report(core, r)
                             })
                             .await;
-                        resume(&mut core, parked);
+                        resume(core, parked);
                     }
                     _ => relay.block_quiet(),
                 }
@@ -50,15 +68,15 @@ pub async fn run(
                     core.ctx.metrics.kernel_fallback(why);
                 }
             }
-            Step::Move(req) => migrate::execute(&mut core, &mut pair, req).await?,
-            Step::ChangeUser(packet) => change_user::run(&mut core, &mut pair, packet).await?,
-            Step::BackendLost => match migrate::failover(&mut core).await {
+            Step::Move(req) => migrate::execute(core, pair, req).await?,
+            Step::ChangeUser(packet) => change_user::run(core, pair, packet).await?,
+            Step::BackendLost => match migrate::failover(core).await {
                 Some(stream) => pair.backend = stream,
                 None => {
                     let server = core.session.server();
                     tracing::info!(session = core.session.id, server = %server, "server lost; the session's state is not known well enough to carry it over");
                     let caps = core.login.capabilities;
-                    return Err(relay.fail_next_command(&mut pair, &server, caps).await);
+                    return Err(relay.fail_next_command(pair, &server, caps).await);
                 }
             },
             Step::Closed => return Ok(()),

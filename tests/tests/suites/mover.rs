@@ -887,3 +887,73 @@ async fn state_that_cannot_be_read_is_not_movable() -> Result<()> {
     ensure!(keep == Some(7), "{keep:?}");
     Ok(())
 }
+
+/// Connection end, as a client sees it directly from MariaDB: after
+/// COM_QUIT the server side closes at once (node's mysql2 waits for that
+/// close in `end()`); a bare close or a close with a result still unread
+/// ends the session and its backend connection at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quit_and_close_end_the_session_at_once() -> Result<()> {
+    use std::io::Read;
+    let b = start(1)?;
+    let backend_threads = || -> Result<usize> {
+        let out = b.servers()[0].sql(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = 'app'",
+        )?;
+        Ok(out.trim().parse().unwrap_or(usize::MAX))
+    };
+    let gone = |what: &'static str| {
+        let b = &b;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            loop {
+                let sessions = b.http.get("/v1/sessions").await?;
+                let n = sessions.as_array().map_or(usize::MAX, |a| a.len());
+                if n == 0 && backend_threads()? == 0 {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                ensure!(
+                    std::time::Instant::now() < deadline,
+                    "{what}: {n} sessions, {} backend threads after 2 s",
+                    backend_threads()?
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    for round in 0..3 {
+        // COM_QUIT, then wait for the server side to close.
+        let mut c = RawClient::connect(b.daemon.addr)?;
+        c.server_port()?;
+        let t0 = std::time::Instant::now();
+        c.command(&[0x01])?;
+        c.s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut buf = [0u8; 16];
+        let n = c.s.read(&mut buf)?;
+        ensure!(n == 0, "round {round}: {n} bytes after COM_QUIT");
+        ensure!(
+            t0.elapsed() < Duration::from_secs(1),
+            "round {round}: closed {:?} after COM_QUIT",
+            t0.elapsed()
+        );
+        gone("after COM_QUIT").await?;
+
+        // A bare close of an idle session.
+        let mut c = RawClient::connect(b.daemon.addr)?;
+        c.server_port()?;
+        drop(c);
+        gone("after a bare close").await?;
+
+        // A close with most of a 4 MiB result unread.
+        let mut c = RawClient::connect(b.daemon.addr)?;
+        c.server_port()?;
+        let mut q = vec![0x03];
+        q.extend_from_slice(b"SELECT REPEAT('r', 4194304)");
+        c.command(&q)?;
+        let _ = c.read()?;
+        drop(c);
+        gone("after a close with a result unread").await?;
+    }
+    b.assert_kernel_carried().await?;
+    Ok(())
+}
