@@ -78,6 +78,17 @@ impl FrontError {
     }
 }
 
+/// The kernel path as the session registry reads it: a session's live
+/// tracker while the kernel carries it.
+#[derive(Debug)]
+struct KernelView(Arc<crate::datapath::LocalApp>);
+
+impl crate::session::KernelState for KernelView {
+    fn carried(&self, key: u64) -> Option<redirector_common::mysql::Tracker> {
+        self.0.armed_tracker(key)
+    }
+}
+
 /// A logged-in session, ready for the session loop.
 struct Established {
     client: PacketIo<ClientStream>,
@@ -221,6 +232,24 @@ async fn connect(
             }
         }
     };
+    // Client libraries that read with blocking recv() without poll() get
+    // spurious EAGAINs from sockets in a sockhash (kernel): keep them on the
+    // relay.
+    if let Offload::LocalApp(_) = offload {
+        let relayed = &app.config.datapath.relay_clients;
+        let name = response
+            .connect_attrs
+            .iter()
+            .filter(|(k, _)| k == "_client_name")
+            .map(|(_, v)| v.as_str())
+            .find(|n| relayed.iter().any(|c| c == n));
+        if let Some(name) = name {
+            tracing::debug!(client_library = name, "kept on the userspace relay");
+            app.metrics
+                .kernel_fallback(crate::metrics::KernelFallback::Client);
+            *offload = Offload::None;
+        }
+    }
     let caps = response.capabilities & (offered | CLIENT_MYSQL);
     let user = response.user.clone();
     let host = peer.ip().to_string();
@@ -255,7 +284,9 @@ async fn connect(
     let guard = app.sessions.register(id, &user, peer, "", offload.kind());
     guard.session().set_state(SessionState::Connecting);
     if let (Offload::LocalApp(s), Some(k)) = (&*offload, &app.kernel) {
-        guard.session().attach_kernel(k.clone(), s.key());
+        guard
+            .session()
+            .attach_kernel(Arc::new(KernelView(k.clone())), s.key());
     }
     let order = app
         .routing

@@ -155,14 +155,17 @@ pub enum KernelFallback {
     Socket,
     /// A kernel map refused an entry (full, or the socket went away).
     Map,
+    /// The client library is listed in `datapath.relay_clients`.
+    Client,
 }
 
 impl KernelFallback {
-    pub const ALL: [KernelFallback; 4] = [
+    pub const ALL: [KernelFallback; 5] = [
         KernelFallback::Tls,
         KernelFallback::Pipelining,
         KernelFallback::Socket,
         KernelFallback::Map,
+        KernelFallback::Client,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -171,6 +174,7 @@ impl KernelFallback {
             KernelFallback::Pipelining => "pipelining",
             KernelFallback::Socket => "socket",
             KernelFallback::Map => "map",
+            KernelFallback::Client => "client",
         }
     }
 }

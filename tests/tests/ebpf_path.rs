@@ -293,3 +293,46 @@ async fn large_results_stay_exact_across_kernel_daemon_transitions() -> Result<(
     );
     Ok(())
 }
+
+/// Client libraries listed in `datapath.relay_clients` (default: PyMySQL,
+/// which reads with blocking recv() and would meet the kernel's spurious
+/// EAGAIN) stay on the userspace relay; others take the kernel path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listed_client_libraries_stay_on_the_relay() -> Result<()> {
+    let b = start(1)?;
+    let attrs =
+        std::collections::HashMap::from([("_client_name".to_string(), "pymysql".to_string())]);
+    let mut listed = mysql_async::Conn::new(b.opts().connect_attributes(attrs)).await?;
+    let mut other = b.conn().await?;
+    let one: Option<i32> = listed.query_first("SELECT 1").await?;
+    ensure!(one == Some(1));
+    let one: Option<i32> = other.query_first("SELECT 1").await?;
+    ensure!(one == Some(1));
+    let sessions = b.http.get("/v1/sessions").await?;
+    let datapath = |id: u32| {
+        sessions
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["session_id"].as_u64() == Some(u64::from(id)))
+            .and_then(|s| s["datapath"].as_str().map(str::to_string))
+    };
+    ensure!(
+        datapath(listed.id()).as_deref() == Some("userspace"),
+        "{sessions}"
+    );
+    ensure!(
+        datapath(other.id()).as_deref() == Some("ebpf"),
+        "{sessions}"
+    );
+    let scrape = b.http.scrape().await?;
+    let fallbacks = redirector_tests::admin::metric(
+        &scrape,
+        "redirector_kernel_fallbacks_total",
+        &[("reason", "client")],
+    );
+    ensure!(fallbacks == Some(1.0), "{fallbacks:?}");
+    listed.disconnect().await?;
+    other.disconnect().await?;
+    Ok(())
+}

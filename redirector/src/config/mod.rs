@@ -174,7 +174,15 @@ pub struct DatapathConfig {
     pub cgroup: PathBuf,
     /// Overrides the eBPF object embedded in / shipped with the daemon.
     pub ebpf_object: Option<PathBuf>,
+    /// Client libraries (connect attribute `_client_name`) kept on the
+    /// userspace relay: they read with blocking `recv` without `poll`, and
+    /// a socket in a sockhash can return a spurious EAGAIN to such readers
+    /// (a kernel bug, unfixed upstream).
+    pub relay_clients: Vec<String>,
 }
+
+/// Client libraries that read with blocking `recv` without `poll`.
+pub const DEFAULT_RELAY_CLIENTS: &[&str] = &["pymysql"];
 
 /// `[admin]`
 #[derive(Clone, PartialEq, Eq)]
@@ -355,6 +363,7 @@ struct RawDatapath {
     mode: Option<DatapathMode>,
     cgroup: Option<PathBuf>,
     ebpf_object: Option<PathBuf>,
+    relay_clients: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -628,6 +637,12 @@ impl Config {
                 .cgroup
                 .map_or_else(default_cgroup, |p| r.path(p)),
             ebpf_object: raw.datapath.ebpf_object.map(|p| r.path(p)),
+            relay_clients: raw.datapath.relay_clients.unwrap_or_else(|| {
+                DEFAULT_RELAY_CLIENTS
+                    .iter()
+                    .map(|s| (*s).to_string())
+                    .collect()
+            }),
         };
 
         let admin = AdminConfig {

@@ -395,7 +395,7 @@ impl LocalApp {
 
     /// The kernel's tracker of the session of app socket `key`, while the
     /// session is armed.
-    fn armed_tracker(&self, key: u64) -> Option<Tracker> {
+    pub fn armed_tracker(&self, key: u64) -> Option<Tracker> {
         let m = self.maps();
         let ctl = m.ctl.get(&key, 0).ok()?;
         if ctl.mode != SESSION_FORWARD {
@@ -772,12 +772,6 @@ impl Drop for LocalAppSession {
     fn drop(&mut self) {
         self.path
             .forget(self.key, &self.flow, self.backend, &self.typed);
-    }
-}
-
-impl crate::session::KernelState for LocalApp {
-    fn carried(&self, key: u64) -> Option<Tracker> {
-        self.armed_tracker(key)
     }
 }
 
