@@ -23,8 +23,95 @@ const TABLE_SIZE: &str = "10000";
 struct BenchPath {
     name: &'static str,
     port: Option<u16>,
+    /// The redirector daemon behind the path, whose CPU time and context
+    /// switches are counted per query.
+    pid: Option<u32>,
     /// Why the path could not be measured.
     unavailable: Option<String>,
+}
+
+/// CPU time (user + system) and context switches of a process so far,
+/// from /proc: the daemon's cost per query on each path.
+#[derive(Debug, Clone, Copy, Default)]
+struct ProcCost {
+    cpu_seconds: f64,
+    switches: u64,
+}
+
+/// Run count and total run time of every loaded BPF program by name, from
+/// `bpftool` with `kernel.bpf_stats_enabled` on (this VM has no hardware
+/// counters, so `bpftool prog profile` cannot run: these are the programs'
+/// own run times).
+fn bpf_stats() -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(o) = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+    else {
+        return out;
+    };
+    let Ok(v) = serde_json::from_slice::<Value>(&o.stdout) else {
+        return out;
+    };
+    for p in v.as_array().into_iter().flatten() {
+        let (Some(name), Some(cnt), Some(ns)) = (
+            p["name"].as_str(),
+            p["run_cnt"].as_u64(),
+            p["run_time_ns"].as_u64(),
+        ) else {
+            continue;
+        };
+        if !name.starts_with("redirector") {
+            continue;
+        }
+        let e = out.entry(name.to_string()).or_insert((0, 0));
+        e.0 += cnt;
+        e.1 += ns;
+    }
+    out
+}
+
+/// Turns the kernel's BPF run-time accounting on for the bench, and back
+/// to what it was on drop.
+struct BpfStats(Option<String>);
+
+impl BpfStats {
+    fn enable() -> BpfStats {
+        const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+        let old = std::fs::read_to_string(PATH).ok();
+        let _ = std::fs::write(PATH, "1");
+        BpfStats(old)
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", old.trim());
+        }
+    }
+}
+
+fn proc_cost(pid: u32) -> Option<ProcCost> {
+    // Fields 14 and 15 of /proc/PID/stat (after the command in parentheses).
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let switches = status
+        .lines()
+        .filter(|l| {
+            l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches")
+        })
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    Some(ProcCost {
+        cpu_seconds: ticks / hz.max(1.0),
+        switches,
+    })
 }
 
 pub struct Options {
@@ -48,32 +135,38 @@ pub fn bench(opts: &Options) -> Result<()> {
         BenchPath {
             name: "direct",
             port: Some(db1.port),
+            pid: None,
             unavailable: None,
         },
         BenchPath {
             name: "haproxy",
             port: Some(haproxy.port),
+            pid: None,
             unavailable: None,
         },
         BenchPath {
             name: "redirector-userspace",
             port: Some(userspace.addr.port()),
+            pid: Some(userspace.pid()),
             unavailable: None,
         },
         match &ebpf {
             Ok(d) => BenchPath {
                 name: "redirector-ebpf",
                 port: Some(d.addr.port()),
+                pid: Some(d.pid()),
                 unavailable: None,
             },
             Err(e) => BenchPath {
                 name: "redirector-ebpf",
                 port: None,
+                pid: None,
                 unavailable: Some(first_line(&format!("{e:#}"))),
             },
         },
     ];
 
+    let _bpf_stats = BpfStats::enable();
     let mut results = Vec::new();
     for test in TESTS {
         for threads in THREADS {
@@ -82,14 +175,52 @@ pub fn bench(opts: &Options) -> Result<()> {
             for p in &paths {
                 let Some(port) = p.port else { continue };
                 step(&format!("{test} {threads} threads via {}", p.name));
+                let before = p.pid.and_then(proc_cost);
+                let bpf_before = bpf_stats();
                 let r = sysbench_run(port, test, threads, opts.seconds)?;
+                let after = p.pid.and_then(proc_cost);
+                let bpf_after = bpf_stats();
                 if p.name == "direct" {
                     direct_tps = Some(r.tps);
                 }
+                // Daemon cost per 100,000 queries (CPU seconds, switches).
+                let queries = r.qps * opts.seconds as f64;
+                let per_100k = |x: f64| {
+                    if queries > 0.0 {
+                        x * 100_000.0 / queries
+                    } else {
+                        0.0
+                    }
+                };
+                let cost = before.zip(after).map(|(b, a)| {
+                    json!({
+                        "cpu_seconds_per_100k_queries": per_100k(a.cpu_seconds - b.cpu_seconds),
+                        "switches_per_query": per_100k((a.switches - b.switches) as f64) / 100_000.0,
+                    })
+                });
+                // Programs that ran during this run: runs per query, ns per run.
+                let programs: serde_json::Map<String, Value> = bpf_after
+                    .iter()
+                    .filter_map(|(name, &(cnt, ns))| {
+                        let (c0, n0) = bpf_before.get(name).copied().unwrap_or((0, 0));
+                        let runs = cnt.saturating_sub(c0);
+                        (runs > 0 && queries > 0.0).then(|| {
+                            (
+                                name.clone(),
+                                json!({
+                                    "runs_per_query": runs as f64 / queries,
+                                    "ns_per_run": ns.saturating_sub(n0) as f64 / runs as f64,
+                                }),
+                            )
+                        })
+                    })
+                    .collect();
                 results.push(json!({
                     "test": test, "threads": threads, "path": p.name,
                     "tps": r.tps, "qps": r.qps, "p95_ms": r.p95_ms, "errors": r.errors,
                     "ratio_to_direct": direct_tps.map(|d| if d > 0.0 { r.tps / d } else { 0.0 }),
+                    "daemon": cost,
+                    "bpf_programs": programs,
                 }));
             }
         }
@@ -338,13 +469,13 @@ fn table(report: &Value) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\n{:<18} {:>7} {:<22} {:>10} {:>10} {:>8} {:>8}",
-        "test", "threads", "path", "tps", "qps", "p95 ms", "ratio"
+        "\n{:<18} {:>7} {:<22} {:>10} {:>10} {:>8} {:>8} {:>13} {:>11}",
+        "test", "threads", "path", "tps", "qps", "p95 ms", "ratio", "daemon s/100k", "switch/qry"
     );
     for r in report["sysbench"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
-            "{:<18} {:>7} {:<22} {:>10.1} {:>10.1} {:>8.2} {:>8}",
+            "{:<18} {:>7} {:<22} {:>10.1} {:>10.1} {:>8.2} {:>8} {:>13} {:>11}",
             r["test"].as_str().unwrap_or(""),
             r["threads"],
             r["path"].as_str().unwrap_or(""),
@@ -354,6 +485,37 @@ fn table(report: &Value) -> String {
             r["ratio_to_direct"]
                 .as_f64()
                 .map_or("-".to_string(), |v| format!("{v:.2}")),
+            r["daemon"]["cpu_seconds_per_100k_queries"]
+                .as_f64()
+                .map_or("-".to_string(), |v| format!("{v:.2}")),
+            r["daemon"]["switches_per_query"]
+                .as_f64()
+                .map_or("-".to_string(), |v| format!("{v:.3}")),
+        );
+    }
+    let _ = writeln!(s, "\nkernel programs per query (runs/query × ns/run):");
+    for r in report["sysbench"].as_array().into_iter().flatten() {
+        let Some(progs) = r["bpf_programs"].as_object().filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        let parts: Vec<String> = progs
+            .iter()
+            .map(|(name, v)| {
+                format!(
+                    "{} {:.2}×{:.0}",
+                    name.trim_start_matches("redirector_"),
+                    v["runs_per_query"].as_f64().unwrap_or(0.0),
+                    v["ns_per_run"].as_f64().unwrap_or(0.0)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "  {} {} {}: {}",
+            r["test"].as_str().unwrap_or(""),
+            r["threads"],
+            r["path"].as_str().unwrap_or(""),
+            parts.join(", ")
         );
     }
     for u in report["unavailable"].as_array().into_iter().flatten() {
