@@ -142,6 +142,15 @@ pub const CONFIG: &str = "CONFIG";
 /// Map name: why the programs did what they did (`PerCpuArray<u64>`,
 /// index = a `KSTAT_*` value), summed by the daemon for `/metrics`.
 pub const KSTATS: &str = "KSTATS";
+/// Map name: ring buffer of wake-ups for the daemon (`u64` application
+/// cookies). The backend verdict writes one when it starts passing a
+/// session's backend bytes to the daemon: an armed session's backend socket
+/// is not in the daemon's epoll (every redirected segment would wake it),
+/// so this is how the daemon learns that the server spoke unasked or that
+/// the kernel gave a response up.
+pub const WAKES: &str = "WAKES";
+/// Bytes of the WAKES ring (a power of two, a multiple of the page size).
+pub const WAKES_BYTES: u32 = 256 * 1024;
 
 pub const SOCKOPS_PROGRAM: &str = "redirector_sockops";
 pub const MSG_PROGRAM: &str = "redirector_msg";
@@ -334,11 +343,14 @@ pub const KSTAT_CLOSE_CLEANED: u32 = 15;
 pub const KSTAT_CLOSE_NOT_OWNER: u32 = 16;
 /// sock_ops at establish: the socket could not be put in the maps (full).
 pub const KSTAT_ESTABLISH_FAILED: u32 = 17;
+/// Backend verdict: the wake-up of the daemon for a pass could not be
+/// queued (ring full); the daemon's periodic check finds the pass instead.
+pub const KSTAT_WAKE_LOST: u32 = 18;
 /// Number of KSTATS slots.
-pub const KSTAT_SLOTS: u32 = 18;
+pub const KSTAT_SLOTS: u32 = 19;
 
 /// Names of the KSTATS slots for `/metrics` (`redirector_kernel_events_total{event}`).
-pub const KSTAT_NAMES: [(u32, &str); 15] = [
+pub const KSTAT_NAMES: [(u32, &str); 16] = [
     (KSTAT_MSG_NO_SESSION, "msg_no_session"),
     (KSTAT_MSG_PUNT_BASE + PUNT_SLOW_COMMAND, "punt_slow_command"),
     (KSTAT_MSG_PUNT_BASE + PUNT_PIPELINED, "punt_pipelined"),
@@ -360,6 +372,7 @@ pub const KSTAT_NAMES: [(u32, &str); 15] = [
     (KSTAT_CLOSE_CLEANED, "close_cleaned"),
     (KSTAT_CLOSE_NOT_OWNER, "close_not_owner"),
     (KSTAT_ESTABLISH_FAILED, "establish_failed"),
+    (KSTAT_WAKE_LOST, "wake_lost"),
 ];
 
 #[cfg(feature = "user")]

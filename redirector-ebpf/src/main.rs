@@ -96,16 +96,16 @@ mod prog {
         },
         helpers::generated::{bpf_msg_apply_bytes, bpf_msg_pull_data},
         macros::{sk_msg, sock_ops},
-        maps::{Array, PerCpuArray, ProgramArray},
+        maps::{Array, PerCpuArray, ProgramArray, RingBuf},
         programs::{SkMsgContext, SockOpsContext},
     };
     use redirector_common::maps::{
         FlowKey, KernelTrack, ListenConfig, SessionCounters, SessionCtl, StmtKey,
         KSTAT_CLOSE_CLEANED, KSTAT_CLOSE_NOT_OWNER, KSTAT_ESTABLISH_FAILED, KSTAT_MSG_NO_SESSION,
         KSTAT_MSG_PUNT_BASE, KSTAT_SEG_AFTER_PASS, KSTAT_SEG_NOT_ARMED, KSTAT_SEG_PASS_BASE,
-        KSTAT_SEG_REDIRECTED, KSTAT_SLOTS, MAX_SESSIONS, PUNT_FRAMING, PUNT_HOLD, PUNT_NO_BACKEND,
-        PUNT_PIPELINED, PUNT_SLOW_COMMAND, SESSION_FORWARD, SPASS_GIVE_UP, SPASS_REDIRECT_FAILED,
-        SPASS_UNSOLICITED,
+        KSTAT_SEG_REDIRECTED, KSTAT_SLOTS, KSTAT_WAKE_LOST, MAX_SESSIONS, PUNT_FRAMING, PUNT_HOLD,
+        PUNT_NO_BACKEND, PUNT_PIPELINED, PUNT_SLOW_COMMAND, SESSION_FORWARD, SPASS_GIVE_UP,
+        SPASS_REDIRECT_FAILED, SPASS_UNSOLICITED, WAKES_BYTES,
     };
     use redirector_common::mysql::{self, PacketInfo, PREFIX_LEN};
 
@@ -146,6 +146,8 @@ mod prog {
     static CONFIG: Array<ListenConfig> = Array::with_max_entries(1, 0);
     #[map(name = "KSTATS")]
     static KSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KSTAT_SLOTS, 0);
+    #[map(name = "WAKES")]
+    static WAKES: RingBuf = RingBuf::with_byte_size(WAKES_BYTES, 0);
 
     /// Counts one event (per CPU: no atomics needed).
     #[inline(always)]
@@ -528,6 +530,7 @@ mod prog {
     /// arming too (the server-side pass guard).
     #[inline(always)]
     fn server_pass(
+        app: u64,
         t: *mut KernelTrack,
         c: *mut SessionCounters,
         epoch: u64,
@@ -536,12 +539,18 @@ mod prog {
     ) -> u32 {
         // SAFETY: map value pointers valid for this run; verdict runs of one
         // socket are serialised by its lock.
+        let first = unsafe { (*t).server_punt_epoch != epoch };
         unsafe {
-            if (*t).server_punt_epoch != epoch {
+            if first {
                 (*t).server_punt_epoch = epoch;
                 (*t).server_punt_reason = reason;
             }
             add(&raw mut (*c).server_passed_bytes, u64::from(len));
+        }
+        // The daemon does not watch an armed backend socket: wake it, once
+        // per arming, after the pass is recorded in TRACK.
+        if first && WAKES.output::<u64>(app, 0).is_err() {
+            kstat(KSTAT_WAKE_LOST);
         }
         kstat(KSTAT_SEG_PASS_BASE + reason);
         sk_action::SK_PASS
@@ -592,7 +601,7 @@ mod prog {
                 // Bytes with no response outstanding: the server's notice
                 // that it is shutting down or killed the connection, or an
                 // answer to what the daemon sent itself.
-                return Err(server_pass(t, c, ctl.epoch, SPASS_UNSOLICITED, len));
+                return Err(server_pass(app, t, c, ctl.epoch, SPASS_UNSOLICITED, len));
             }
             // SAFETY: valid map value pointer. The state at the segment's
             // start, restored if the segment is given up.
@@ -624,7 +633,7 @@ mod prog {
             (*seg.t).has_pending = 0;
             (*seg.t).resume_active = 0;
         }
-        server_pass(seg.t, seg.c, seg.epoch, reason, seg.len)
+        server_pass(seg.app, seg.t, seg.c, seg.epoch, reason, seg.len)
     }
 
     /// Continues in another program of BACKEND_JUMP at `seg.off`, or, when

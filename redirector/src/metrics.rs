@@ -157,15 +157,22 @@ pub enum KernelFallback {
     Map,
     /// The client library is listed in `datapath.relay_clients`.
     Client,
+    /// The kernel's count of client bytes passed to the daemon fell behind
+    /// what the daemon read: after a send that filled the client's socket
+    /// buffer, the kernel reuses the last sk_msg verdict for the next send
+    /// without running the program. The daemon can then no longer prove it
+    /// read every passed byte, so the kernel never carries the session again.
+    Accounting,
 }
 
 impl KernelFallback {
-    pub const ALL: [KernelFallback; 5] = [
+    pub const ALL: [KernelFallback; 6] = [
         KernelFallback::Tls,
         KernelFallback::Pipelining,
         KernelFallback::Socket,
         KernelFallback::Map,
         KernelFallback::Client,
+        KernelFallback::Accounting,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -175,6 +182,7 @@ impl KernelFallback {
             KernelFallback::Socket => "socket",
             KernelFallback::Map => "map",
             KernelFallback::Client => "client",
+            KernelFallback::Accounting => "accounting",
         }
     }
 }

@@ -221,26 +221,37 @@ pub fn send_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
 /// Whether a socket has bytes to read or reached end of stream (a peek;
 /// clears tokio's stale readiness when it has neither).
 pub fn has_input(s: &TcpStream) -> bool {
-    let r = s.try_io(tokio::io::Interest::READABLE, || {
-        let mut b = [0u8; 1];
-        // SAFETY: one-byte buffer.
-        let n = unsafe {
-            libc::recv(
-                s.as_raw_fd(),
-                b.as_mut_ptr().cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    });
+    let r = s.try_io(tokio::io::Interest::READABLE, || peek(s.as_fd()));
     match r {
         Ok(()) => true,
         Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    }
+}
+
+/// [`has_input`] for a socket outside tokio's reactor.
+pub fn has_input_fd(fd: BorrowedFd<'_>) -> bool {
+    match peek(fd) {
+        Ok(()) => true,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    }
+}
+
+/// Peeks one byte without waiting.
+fn peek(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut b = [0u8; 1];
+    // SAFETY: one-byte buffer.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 

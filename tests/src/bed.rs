@@ -133,7 +133,8 @@ impl Bed {
             }
             anyhow::ensure!(
                 std::time::Instant::now() < deadline,
-                "no byte was carried by the kernel path"
+                "no byte was carried by the kernel path; daemon log:\n{}",
+                self.daemon.log()
             );
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }

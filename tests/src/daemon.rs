@@ -253,6 +253,23 @@ impl Redirector {
         self.child.id()
     }
 
+    /// Voluntary context switches of all the daemon's threads so far: each
+    /// is a thread going to sleep, to be woken again.
+    pub fn sleeps(&self) -> Result<u64> {
+        let mut total = 0;
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid()))? {
+            let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
+                continue; // the thread ended
+            };
+            total += status
+                .lines()
+                .filter_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        Ok(total)
+    }
+
     /// Is the process still running?
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -130,6 +130,85 @@ async fn sysbench_payload_does_not_pass_through_the_daemon() -> Result<()> {
     Ok(())
 }
 
+/// The daemon sleeps while the kernel carries a session: responses the
+/// verdict redirects do not wake it (the backend socket of an armed session
+/// is out of the daemon's epoll; passes and hang-ups come by the WAKES ring
+/// and an RDHUP-only epoll set).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_carried_responses_do_not_wake_the_daemon() -> Result<()> {
+    let b = start(1)?;
+    let mut c = b.conn().await?;
+    // The session is armed after its first quiet moment.
+    for _ in 0..5 {
+        c.query_drop("SELECT 1").await?;
+    }
+    let queries = 3_000u64;
+    let kernel_before = bytes(&b, "ebpf").await?;
+    let before = b.daemon.sleeps()?;
+    for i in 0..queries {
+        let v: Option<u64> = c.query_first(format!("SELECT {i}")).await?;
+        ensure!(v == Some(i));
+    }
+    let sleeps = b.daemon.sleeps()? - before;
+    c.disconnect().await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let kernel = bytes(&b, "ebpf").await? - kernel_before;
+    println!("{queries} kernel-carried queries: {sleeps} daemon sleeps, {kernel} kernel bytes");
+    ensure!(
+        kernel > (queries * 20) as f64,
+        "the kernel carried {kernel} bytes"
+    );
+    // Health checks, the session's 1 s report and the admin scrape wake it
+    // a few times; one wake-up per response would be thousands.
+    ensure!(
+        sleeps < queries / 20,
+        "{sleeps} daemon sleeps for {queries} kernel-carried queries"
+    );
+    Ok(())
+}
+
+/// A client command big enough to fill the client's socket buffer while the
+/// daemon has the session takes the session off the kernel path for good
+/// (the kernel's passed-byte count can drift then), with the reason counted;
+/// everything stays exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_through_the_daemon_ends_the_kernel_path_for_the_session() -> Result<()> {
+    let b = start(1)?;
+    let mut c = b.conn().await?;
+    for _ in 0..5 {
+        c.query_drop("SELECT 1").await?;
+    }
+    b.assert_kernel_carried().await?;
+    let fallbacks = |scrape| {
+        redirector_tests::admin::metric(
+            &scrape,
+            "redirector_kernel_fallbacks_total",
+            &[("reason", "accounting")],
+        )
+    };
+    ensure!(fallbacks(b.http.scrape().await?) == Some(0.0));
+    // A prepared statement goes through the daemon; its 1 MiB parameter
+    // too (sent as COM_STMT_SEND_LONG_DATA or inside the execute).
+    let big = "x".repeat(1 << 20);
+    let n: Option<u64> = c.exec_first("SELECT LENGTH(?)", (big.clone(),)).await?;
+    ensure!(n == Some(1 << 20));
+    for i in 0..50u64 {
+        let v: Option<u64> = c.query_first(format!("SELECT {i}")).await?;
+        ensure!(v == Some(i));
+    }
+    let kernel_before = bytes(&b, "ebpf").await?;
+    for i in 0..50u64 {
+        let v: Option<u64> = c.query_first(format!("SELECT {i}")).await?;
+        ensure!(v == Some(i));
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    ensure!(fallbacks(b.http.scrape().await?) == Some(1.0));
+    let kernel = bytes(&b, "ebpf").await? - kernel_before;
+    ensure!(kernel == 0.0, "{kernel} bytes still carried by the kernel");
+    c.disconnect().await?;
+    Ok(())
+}
+
 /// 10,000 sessions opened, used and closed leave no map entries behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_sessions_leave_no_map_entries() -> Result<()> {

@@ -36,7 +36,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, SockHash};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, SockHash};
 use aya::programs::{CgroupAttachMode, SkMsg, SkSkb, SockOps};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -45,18 +45,28 @@ use redirector_common::maps::{
     FlowKey, KernelTrack, ListenConfig, SessionCounters, SessionCtl, StmtKey, APPS,
     APP_PASS_PROGRAM, BACKENDS, BACKEND_VERDICT_PROGRAM, BSIDES, CONFIG, CTL, KSTATS, KSTAT_NAMES,
     LOCAL_APPS, MSG_PROGRAM, PUNT_NONE, PUNT_PIPELINED, SESSION_COUNTERS, SESSION_FORWARD,
-    SOCKOPS_PROGRAM, TRACK, TYPED,
+    SOCKOPS_PROGRAM, TRACK, TYPED, WAKES,
 };
 use redirector_common::mysql::{self, Tracker};
 use tokio::net::TcpStream;
 
 use super::loader::Programs;
+use super::wake::{Wakes, Watch};
 use super::{map_err, sock_err, DatapathError};
 use crate::metrics::KernelFallback;
-use crate::net::{copied_offset, has_input, hung_up, socket_cookie};
+use crate::net::{copied_offset, has_input, has_input_fd, hung_up, socket_cookie};
 
 /// How often a session the kernel carries reports its counters and state.
 const KERNEL_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// Client bytes the daemon may read between two armings before the kernel
+/// path gives the session up. When a client's send fills its socket buffer
+/// (the daemon's receive window and the client's send buffer both full),
+/// the kernel keeps the last sk_msg verdict for the client's next send
+/// without running the program (`tcp_bpf_send_verdict` resets it only
+/// after a successful push), so the program's count of passed bytes, which
+/// arming relies on to prove the daemon read everything, drifts. The
+/// smallest receive window plus send buffer on loopback is well above this.
+pub const PASSED_BURST_LIMIT: usize = 16 * 1024;
 /// HOLD waiting longer than this for a kernel-forwarded response is logged.
 const KERNEL_SLOW_HOLD: Duration = Duration::from_secs(5);
 
@@ -116,6 +126,7 @@ impl MapEntries {
 /// that it owns.
 pub struct LocalApp {
     maps: Mutex<Maps>,
+    wakes: Arc<Wakes>,
     // Owns the programs and their attachments (detached on drop).
     _programs: Programs,
 }
@@ -168,6 +179,7 @@ impl LocalApp {
             typed: programs.take_map(TYPED, HashMap::try_from)?,
             kstats: programs.take_map(KSTATS, PerCpuArray::try_from)?,
         };
+        let wakes = Arc::new(Wakes::new(programs.take_map(WAKES, RingBuf::try_from)?)?);
         config
             .set(
                 0,
@@ -204,6 +216,7 @@ impl LocalApp {
         tracing::info!(cgroup = %cgroup.display(), %listen, "eBPF kernel session path loaded (sock_ops + sk_msg + stream verdicts)");
         Ok(Self {
             maps: Mutex::new(maps),
+            wakes,
             _programs: programs,
         })
     }
@@ -464,7 +477,7 @@ fn settled(t: &KernelTrack, epoch: u64) -> bool {
 /// when it returns every verdict run that had started on that socket has
 /// finished, including its redirect into the application's queue. After
 /// it, what the daemon writes to the application queues behind.
-fn verdict_barrier(backend: &TcpStream) {
+fn verdict_barrier(backend: BorrowedFd<'_>) {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int.
     let _ = unsafe { libc::ioctl(backend.as_raw_fd(), libc::FIONREAD, &mut n) };
@@ -623,6 +636,9 @@ impl LocalAppSession {
         tracker: &Tracker,
         typed: BTreeSet<u32>,
     ) -> Armed {
+        if self.disabled {
+            return Armed::Disabled;
+        }
         let cookie = match socket_cookie(backend.as_fd()) {
             Ok(c) => c,
             Err(e) => {
@@ -635,6 +651,20 @@ impl LocalAppSession {
         // bytes passed to it, or backend bytes (an answer to what it sent,
         // the server's kill or shutdown notice) it has not read yet.
         if !self.path.caught_up(self.key, client.as_fd()) || has_input(backend) {
+            let read = copied_offset(client.as_fd()).ok();
+            let counters = self.path.counters(self.key);
+            tracing::trace!(read, ?counters, "not armed: unread bytes");
+            if read.is_some_and(|r| counters.client_passed_bytes < r) {
+                // The daemon read more than the kernel counted as passed:
+                // the count can no longer show that nothing is unread.
+                tracing::debug!(
+                    read,
+                    passed = counters.client_passed_bytes,
+                    "kernel path: passed-byte count behind the bytes read; staying in userspace"
+                );
+                self.disable(KernelFallback::Accounting);
+                return Armed::Disabled;
+            }
             return Armed::NotCaughtUp;
         }
         if self.backend != Some(cookie) {
@@ -677,24 +707,74 @@ impl LocalAppSession {
     /// command the daemon must see, or the client closing), the backend
     /// sends something unasked (or closes), or a move is requested; then
     /// takes the session back with the kernel's protocol state.
+    ///
+    /// The backend socket leaves tokio's reactor meanwhile (see
+    /// `datapath::wake`): kernel-carried responses do not wake the daemon.
+    /// It comes back registered again, or as the error that prevented it.
     pub async fn park(
         &mut self,
         client: &TcpStream,
-        backend: &TcpStream,
+        backend: TcpStream,
+        move_requested: Pin<&mut (dyn Future<Output = ()> + Send)>,
+        report: &mut (dyn FnMut(Report) + Send),
+    ) -> (Parked, std::io::Result<TcpStream>) {
+        let backend = match backend.into_std() {
+            Ok(b) => b,
+            Err(e) => {
+                // The socket is gone with the reactor's registration: stop
+                // the kernel and end the session.
+                self.path.hold(self.key).await;
+                self.path.disarm(self.key);
+                return (Parked::default(), Err(e));
+            }
+        };
+        let watch = match self.path.wakes.watch(self.key, backend.as_fd()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "kernel path: cannot watch the backend socket; staying in userspace");
+                self.disable(KernelFallback::Socket);
+                None
+            }
+        };
+        let parked = self
+            .park_watched(client, &backend, watch, move_requested, report)
+            .await;
+        (parked, TcpStream::from_std(backend))
+    }
+
+    /// Whether the backend needs the daemon: the kernel passed its bytes
+    /// (the server spoke unasked, or a response was given up), or it closed.
+    fn backend_woke(&self, backend: BorrowedFd<'_>) -> bool {
+        hung_up(backend)
+            || has_input_fd(backend)
+            || self
+                .path
+                .track(self.key)
+                .is_some_and(|t| t.server_punt_epoch == self.epoch)
+    }
+
+    async fn park_watched(
+        &mut self,
+        client: &TcpStream,
+        backend: &std::net::TcpStream,
+        watch: Option<Watch>,
         mut move_requested: Pin<&mut (dyn Future<Output = ()> + Send)>,
         report: &mut (dyn FnMut(Report) + Send),
     ) -> Parked {
         let mut tick = tokio::time::interval(KERNEL_PUBLISH_INTERVAL);
         tick.tick().await;
         let wake = loop {
+            let Some(w) = &watch else {
+                break Wake::Backend;
+            };
             tokio::select! {
                 r = client.readable() => {
                     if r.is_err() || has_input(client) {
                         break Wake::Client;
                     }
                 }
-                r = backend.readable() => {
-                    if r.is_err() || has_input(backend) {
+                _ = w.notified() => {
+                    if self.backend_woke(backend.as_fd()) {
                         break Wake::Backend;
                     }
                 }
@@ -703,9 +783,14 @@ impl LocalAppSession {
                     if let Some(r) = self.report() {
                         report(r);
                     }
+                    // A wake-up the ring could not take is found here.
+                    if self.backend_woke(backend.as_fd()) {
+                        break Wake::Backend;
+                    }
                 }
             }
         };
+        drop(watch);
         tracing::trace!(?wake, counters = ?self.path.counters(self.key), "disarming");
         self.path.hold(self.key).await;
         // A response the kernel forwarded is finished by the kernel.
@@ -725,7 +810,7 @@ impl LocalAppSession {
         // barrier lets a verdict run still under way finish its redirect, so
         // what we write to the application queues behind it.
         self.path.disarm(self.key);
-        verdict_barrier(backend);
+        verdict_barrier(backend.as_fd());
         let track = self.path.track(self.key);
         // Counts the commands the kernel carried (against our stale copy).
         if let Some(r) = self.report() {

@@ -46,6 +46,7 @@
 pub mod loader;
 pub mod local_app;
 pub mod splice;
+pub mod wake;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -166,6 +167,19 @@ impl Offload {
         }
     }
 
+    /// The client sent `bytes` through the daemon since the kernel last had
+    /// the session. A client blocked on a full socket buffer can make the
+    /// kernel's count of passed bytes drift (see
+    /// [`local_app::PASSED_BURST_LIMIT`]); past that amount the session
+    /// stays in userspace.
+    pub fn note_passed(&mut self, bytes: usize) {
+        if let Offload::LocalApp(s) = self {
+            if bytes >= local_app::PASSED_BURST_LIMIT {
+                s.disable(crate::metrics::KernelFallback::Accounting);
+            }
+        }
+    }
+
     /// Hands the quiet session to the kernel (see the contract above).
     /// `typed`: statements whose COM_STMT_EXECUTE the kernel may carry.
     pub fn arm(
@@ -192,13 +206,13 @@ impl Offload {
     pub async fn park(
         &mut self,
         client: &TcpStream,
-        backend: &TcpStream,
+        backend: TcpStream,
         move_requested: Pin<&mut (dyn Future<Output = ()> + Send)>,
         report: &mut (dyn FnMut(Report) + Send),
-    ) -> Parked {
+    ) -> (Parked, io::Result<TcpStream>) {
         match self {
             Offload::LocalApp(s) => s.park(client, backend, move_requested, report).await,
-            Offload::None => Parked::default(),
+            Offload::None => (Parked::default(), Ok(backend)),
         }
     }
 }

@@ -16,34 +16,44 @@ use crate::metrics::{DatapathKind, Direction};
 /// read past the handshake.
 pub async fn run(
     mut core: Core,
-    mut pair: Pair,
+    pair: Pair,
     leftover: BytesMut,
     mut offload: Offload,
 ) -> Result<(), RelayError> {
+    let mut pair = Some(pair);
     let result = drive(&mut core, &mut pair, leftover, &mut offload).await;
-    if !core.proto.idle() && !core.proto.tracker.quit_sent() {
-        // The session ends in the middle of a response (the client went
-        // away): the server must stop at once, as it would for its own
-        // client, rather than finish writing into a closed connection.
-        crate::net::reset_on_close(&pair.backend);
+    if let Some(pair) = &pair {
+        if !core.proto.idle() && !core.proto.tracker.quit_sent() {
+            // The session ends in the middle of a response (the client went
+            // away): the server must stop at once, as it would for its own
+            // client, rather than finish writing into a closed connection.
+            crate::net::reset_on_close(&pair.backend);
+        }
     }
     result
 }
 
+/// `slot` holds the pair; it is empty only while the kernel carries the
+/// session (the backend socket is handed to the offload) or after the
+/// backend socket was lost on the way back.
 async fn drive(
     core: &mut Core,
-    pair: &mut Pair,
+    slot: &mut Option<Pair>,
     leftover: BytesMut,
     offload: &mut Offload,
 ) -> Result<(), RelayError> {
     let mut relay = Relay::new(core, leftover);
     loop {
+        let Some(pair) = slot.as_mut() else {
+            return Err(RelayError::BackendClosed);
+        };
         // Translated statement ids cannot be carried by the kernel; a session
         // that sent COM_QUIT only waits for the server to close.
         let offer_quiet =
             offload.can_arm() && !core.statements.translated() && !core.proto.tracker.quit_sent();
         match relay.pump(core, pair, offer_quiet).await? {
             Step::Quiet => {
+                offload.note_passed(relay.take_largest_flight());
                 let typed = core.statements.typed();
                 let armed = offload.arm(
                     pair.client.plain(),
@@ -51,18 +61,10 @@ async fn drive(
                     &core.proto.tracker,
                     typed,
                 );
-                match (armed, pair.client.plain()) {
-                    (Armed::Yes, Some(client)) => {
-                        let session = core.session.clone();
-                        let move_requested = std::pin::pin!(session.move_requested());
-                        let parked = offload
-                            .park(client, &pair.backend, move_requested, &mut |r| {
-                                kernel_report(core, r)
-                            })
-                            .await;
-                        resume(core, parked);
-                    }
-                    _ => relay.block_quiet(),
+                if armed == Armed::Yes {
+                    kernel_turn(core, slot, offload).await?;
+                } else {
+                    relay.block_quiet();
                 }
                 if let Some(why) = offload.take_fallback() {
                     core.ctx.metrics.kernel_fallback(why);
@@ -82,6 +84,35 @@ async fn drive(
             Step::Closed => return Ok(()),
         }
     }
+}
+
+/// The kernel carries the armed session until it needs the daemon; the
+/// backend socket goes with it (out of the reactor) and comes back.
+async fn kernel_turn(
+    core: &mut Core,
+    slot: &mut Option<Pair>,
+    offload: &mut Offload,
+) -> Result<(), RelayError> {
+    let Some(Pair { client, backend }) = slot.take() else {
+        return Err(RelayError::BackendClosed);
+    };
+    let session = core.session.clone();
+    let move_requested = std::pin::pin!(session.move_requested());
+    let (parked, backend) = match client.plain() {
+        Some(plain) => {
+            offload
+                .park(plain, backend, move_requested, &mut |r| {
+                    kernel_report(core, r)
+                })
+                .await
+        }
+        // Armed only on plain connections.
+        None => (Parked::default(), Ok(backend)),
+    };
+    let backend = backend.map_err(RelayError::Backend)?;
+    *slot = Some(Pair { client, backend });
+    resume(core, parked);
+    Ok(())
 }
 
 /// The kernel's progress while it carries the session: its bytes to the

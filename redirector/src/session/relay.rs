@@ -72,6 +72,11 @@ pub struct Relay {
     /// Set when the kernel could not take the quiet session (unread bytes
     /// on a side): read before offering it again.
     quiet_blocked: bool,
+    /// Client bytes read since the client last had a whole response (what
+    /// it may have sent without waiting), and the largest such amount since
+    /// the last quiet moment offered.
+    client_flight: usize,
+    largest_flight: usize,
     up_bytes: Counter,
     down_bytes: Counter,
 }
@@ -88,6 +93,8 @@ impl Relay {
             held: None,
             client_eof: false,
             quiet_blocked: false,
+            client_flight: 0,
+            largest_flight: 0,
             up_bytes: m
                 .bytes(Direction::ClientToServer, DatapathKind::Userspace)
                 .clone(),
@@ -95,6 +102,15 @@ impl Relay {
                 .bytes(Direction::ServerToClient, DatapathKind::Userspace)
                 .clone(),
         }
+    }
+
+    /// The most client bytes read in one flight (between two responses)
+    /// since the last [`Step::Quiet`] (then reset).
+    pub fn take_largest_flight(&mut self) -> usize {
+        let largest = self.largest_flight.max(self.client_flight);
+        self.largest_flight = 0;
+        self.client_flight = 0;
+        largest
     }
 
     /// The kernel could not take the session: do not offer it again until
@@ -166,6 +182,7 @@ impl Relay {
                         continue;
                     }
                     self.up_bytes.inc_by(n as u64);
+                    self.client_flight = self.client_flight.saturating_add(n);
                     self.take_client_packets(core);
                 }
                 n = br.read_buf(&mut self.sbuf), if self.to_client.is_empty() => {
@@ -207,6 +224,12 @@ impl Relay {
                     } else {
                         core.server_bytes(&self.sbuf);
                         self.to_client = self.sbuf.split();
+                    }
+                    if core.proto.idle() && self.cbuf.is_empty() {
+                        // Answered, nothing more from the client yet: its
+                        // next bytes start a new flight.
+                        self.largest_flight = self.largest_flight.max(self.client_flight);
+                        self.client_flight = 0;
                     }
                     if self.sbuf.capacity() < READ_CHUNK {
                         self.sbuf.reserve(READ_CHUNK);
