@@ -142,7 +142,7 @@ pub async fn serve_client(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
         login,
     } = established;
     let session = guard.session().clone();
-    tracing::info!(parent: &span, user = %session.user(), server = %session.server(), datapath = session.datapath.as_str(), "session established");
+    tracing::info!(parent: &span, user = %session.user(), server = %session.server(), datapath = session.datapath().as_str(), "session established");
     let PacketIo {
         io: client,
         buf: leftover,

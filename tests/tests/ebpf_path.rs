@@ -205,6 +205,14 @@ async fn a_burst_through_the_daemon_ends_the_kernel_path_for_the_session() -> Re
     ensure!(fallbacks(b.http.scrape().await?) == Some(1.0));
     let kernel = bytes(&b, "ebpf").await? - kernel_before;
     ensure!(kernel == 0.0, "{kernel} bytes still carried by the kernel");
+    let sessions = b.http.get("/v1/sessions").await?;
+    let datapath = sessions
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["session_id"].as_u64() == Some(u64::from(c.id())))
+        .and_then(|s| s["datapath"].as_str().map(str::to_string));
+    ensure!(datapath.as_deref() == Some("userspace"), "{sessions}");
     c.disconnect().await?;
     Ok(())
 }

@@ -236,6 +236,27 @@ pub fn bench(opts: &Options) -> Result<()> {
             }
         }
     }
+    // Where the CPU time goes on each path: oltp_point_select, 16 threads.
+    let mut profiles = serde_json::Map::new();
+    if crate::profile::available() {
+        let dir = project_root().join("target/bench");
+        std::fs::create_dir_all(&dir)?;
+        for p in &paths {
+            let Some(port) = p.port else { continue };
+            step(&format!(
+                "scheduler profile: oltp_point_select 16 threads via {}",
+                p.name
+            ));
+            let (_, profile) = crate::profile::record(
+                &dir.join(format!("perf-{}.data", p.name)),
+                || sysbench_run(port, "oltp_point_select", 16, opts.seconds),
+                |r| r.qps * opts.seconds as f64,
+            )?;
+            profiles.insert(p.name.to_string(), profile);
+        }
+    } else {
+        step("scheduler profile skipped: perf cannot record sched tracepoints here");
+    }
     drop(userspace);
     drop(ebpf);
     drop(haproxy);
@@ -255,6 +276,7 @@ pub fn bench(opts: &Options) -> Result<()> {
         "seconds_per_run": opts.seconds,
         "sysbench": results,
         "unavailable": unavailable,
+        "scheduler_profile": profiles,
         "moves": moves,
         "machine": machine(),
     });
@@ -528,6 +550,32 @@ fn table(report: &Value) -> String {
             r["path"].as_str().unwrap_or(""),
             parts.join(", ")
         );
+    }
+    if let Some(profiles) = report["scheduler_profile"]
+        .as_object()
+        .filter(|p| !p.is_empty())
+    {
+        let _ = writeln!(
+            s,
+            "\nscheduler profile, oltp_point_select 16 threads (share of all CPUs, µs per query, switched in / woken per query):"
+        );
+        for (path, p) in profiles {
+            let parts: Vec<String> = p["classes"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(class, c)| {
+                    format!(
+                        "{class} {:.0}% {:.1}µs {:.2}/{:.2}",
+                        c["cpu_share"].as_f64().unwrap_or(0.0) * 100.0,
+                        c["us_per_query"].as_f64().unwrap_or(0.0),
+                        c["switched_in_per_query"].as_f64().unwrap_or(0.0),
+                        c["wakeups_per_query"].as_f64().unwrap_or(0.0),
+                    )
+                })
+                .collect();
+            let _ = writeln!(s, "  {path}: {}", parts.join(", "));
+        }
     }
     for u in report["unavailable"].as_array().into_iter().flatten() {
         let _ = writeln!(

@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod fuzz;
 mod layers;
+mod profile;
 mod setup;
 mod util;
 

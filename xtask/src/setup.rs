@@ -23,6 +23,8 @@ const PACKAGES: &[&str] = &[
     "zlib1g-dev",
     "bpftool",
     "iproute2",
+    // `cargo xtask bench`'s scheduler profile (perf record of sched tracepoints).
+    "linux-perf",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

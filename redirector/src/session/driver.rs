@@ -68,6 +68,7 @@ async fn drive(
                 }
                 if let Some(why) = offload.take_fallback() {
                     core.ctx.metrics.kernel_fallback(why);
+                    core.session.set_datapath(DatapathKind::Userspace);
                 }
             }
             Step::Move(req) => migrate::execute(core, pair, req).await?,

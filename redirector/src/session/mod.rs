@@ -83,6 +83,8 @@ struct Live {
     moves: u32,
     schema: Option<String>,
     commands: u64,
+    /// The kernel path's sessions become `Userspace` when it gives them up.
+    datapath: DatapathKind,
 }
 
 /// A request to move a session, waiting in its mailbox for the session's
@@ -147,7 +149,6 @@ pub fn protocol_reason(t: &Tracker) -> Option<NotMovable> {
 pub struct Session {
     pub id: u64,
     pub client_addr: SocketAddr,
-    pub datapath: DatapathKind,
     pub started: SystemTime,
     live: Mutex<Live>,
     /// A pending move; the relay takes it when it can act on it.
@@ -184,6 +185,16 @@ impl Session {
         // A panic while holding this lock cannot leave `Live` half-updated in a
         // way that matters (plain field stores), so recover from poisoning.
         self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The data path carrying the session now.
+    pub fn datapath(&self) -> DatapathKind {
+        self.live().datapath
+    }
+
+    /// The kernel path gave the session up: it is carried by the relay.
+    pub fn set_datapath(&self, datapath: DatapathKind) {
+        self.live().datapath = datapath;
     }
 
     pub fn user(&self) -> String {
@@ -341,7 +352,7 @@ impl Session {
             movable: not_movable_reason.is_none() && state != SessionState::Connecting,
             not_movable_reason,
             moves: l.moves,
-            datapath: self.datapath,
+            datapath: l.datapath,
             schema: l.schema.clone(),
             commands: l.commands,
         }
@@ -379,7 +390,6 @@ impl SessionRegistry {
         let session = Arc::new(Session {
             id,
             client_addr,
-            datapath,
             started: SystemTime::now(),
             live: Mutex::new(Live {
                 user: user.to_string(),
@@ -391,6 +401,7 @@ impl SessionRegistry {
                 moves: 0,
                 schema: None,
                 commands: 0,
+                datapath,
             }),
             pending_move: Mutex::new(None),
             move_wakeup: Notify::new(),
