@@ -763,8 +763,10 @@ impl LocalAppSession {
     ) -> Parked {
         let mut tick = tokio::time::interval(KERNEL_PUBLISH_INTERVAL);
         tick.tick().await;
+        // A pass between arming and the watch found no one to wake.
+        let mut woke = self.backend_woke(backend.as_fd());
         let wake = loop {
-            let Some(w) = &watch else {
+            let Some(w) = watch.as_ref().filter(|_| !woke) else {
                 break Wake::Backend;
             };
             tokio::select! {
@@ -773,20 +775,14 @@ impl LocalAppSession {
                         break Wake::Client;
                     }
                 }
-                _ = w.notified() => {
-                    if self.backend_woke(backend.as_fd()) {
-                        break Wake::Backend;
-                    }
-                }
+                _ = w.notified() => woke = self.backend_woke(backend.as_fd()),
                 _ = &mut move_requested => break Wake::Move,
                 _ = tick.tick() => {
                     if let Some(r) = self.report() {
                         report(r);
                     }
                     // A wake-up the ring could not take is found here.
-                    if self.backend_woke(backend.as_fd()) {
-                        break Wake::Backend;
-                    }
+                    woke = self.backend_woke(backend.as_fd());
                 }
             }
         };
