@@ -343,6 +343,9 @@ async fn rest_api_and_metrics() -> Result<()> {
         json!({"name": "db9", "address": "not-an-address"}),
         json!({"name": "db9", "address": "127.0.0.1:1", "weight": 0}),
         json!({"name": "db9", "address": "127.0.0.1:1", "colour": "red"}),
+        // What `redirector check` rejects in a configuration file.
+        json!({"name": "db9", "address": "0.0.0.0:3306"}),
+        json!({"name": "db9", "address": "127.0.0.1:0"}),
     ] {
         let err = admin
             .expect(

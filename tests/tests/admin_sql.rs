@@ -373,6 +373,18 @@ async fn drain_add_rebalance_remove_and_policy() -> Result<()> {
     )
     .await?;
     assert!(code == 1210 && msg.contains("weight 0"), "{code} {msg}");
+    // The addresses `redirector check` rejects in a configuration file.
+    for (address, why) in [
+        ("0.0.0.0:3306", "unspecified address"),
+        ("127.0.0.1:0", "port 0"),
+    ] {
+        let (code, _, msg) = fails(
+            &mut adm,
+            &format!("CONTROL ADD SERVER 'db9' ADDRESS '{address}'"),
+        )
+        .await?;
+        assert!(code == 1210 && msg.contains(why), "{address}: {code} {msg}");
+    }
     let (code, _, msg) = fails(&mut adm, "CONTROL ADD SERVER 'db1' ADDRESS '127.0.0.1:1'").await?;
     assert!(code == 1105 && msg.contains("db1"), "{code} {msg}");
     let (code, _, msg) = fails(&mut adm, "CONTROL REMOVE SERVER 'nope'").await?;

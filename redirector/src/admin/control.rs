@@ -179,6 +179,11 @@ pub async fn add_server(
         .await
         .map_err(|e| ControlError::Internal(format!("resolving the address: {e}")))?
         .map_err(|e| ControlError::BadRequest(format!("address {address:?}: {e}")))?;
+    if let Some(why) = crate::config::server_address_problem(resolved) {
+        return Err(ControlError::BadRequest(format!(
+            "address {address:?}: {why}"
+        )));
+    }
     add_server_to(app, name, resolved, weight)?;
     tracing::info!(server = %name, address = %resolved, weight, "server added");
     server_rows(app)

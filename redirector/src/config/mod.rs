@@ -420,6 +420,19 @@ struct RawTls {
 /// Resolves `host:port` (IP literal or hostname, IPv6 in brackets) to one
 /// socket address, preferring IPv4 when a hostname has both. The error is a
 /// short reason, without the value.
+/// Why `address` cannot be a backend server's address, if it cannot: the
+/// one check for the configuration, `CONTROL ADD SERVER` and
+/// `POST /v1/servers`.
+pub fn server_address_problem(address: SocketAddr) -> Option<&'static str> {
+    if address.port() == 0 {
+        Some("port 0 is not a valid server port")
+    } else if address.ip().is_unspecified() {
+        Some("an unspecified address (0.0.0.0 / ::) cannot be connected to")
+    } else {
+        None
+    }
+}
+
 pub fn resolve_socket_addr(value: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = value.parse::<SocketAddr>() {
         return Ok(addr);
@@ -890,18 +903,11 @@ impl Config {
                     format!("must be between 1 and {}", u32::MAX),
                 ));
             }
-            if s.address.port() == 0 {
+            if let Some(why) = server_address_problem(s.address) {
                 return Err(invalid(
                     format!("servers[{i}].address"),
                     format!("{:?}", s.address_text),
-                    "port 0 is not a valid server port".into(),
-                ));
-            }
-            if s.address.ip().is_unspecified() {
-                return Err(invalid(
-                    format!("servers[{i}].address"),
-                    format!("{:?}", s.address_text),
-                    "an unspecified address (0.0.0.0 / ::) cannot be connected to".into(),
+                    why.into(),
                 ));
             }
         }
