@@ -22,6 +22,17 @@ fn start(n: usize) -> Result<Bed> {
         .start()
 }
 
+/// The `datapath` the REST listing shows for session `id`.
+async fn session_datapath(b: &Bed, id: u32) -> Result<Option<String>> {
+    let sessions = b.http.get("/v1/sessions").await?;
+    Ok(sessions
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["session_id"].as_u64() == Some(u64::from(id)))
+        .and_then(|s| s["datapath"].as_str().map(str::to_string)))
+}
+
 /// Bytes carried on `datapath` so far (`redirector_bytes_total`, summed
 /// over directions and servers).
 async fn bytes(b: &Bed, datapath: &str) -> Result<f64> {
@@ -205,14 +216,8 @@ async fn a_burst_through_the_daemon_ends_the_kernel_path_for_the_session() -> Re
     ensure!(fallbacks(b.http.scrape().await?) == Some(1.0));
     let kernel = bytes(&b, "ebpf").await? - kernel_before;
     ensure!(kernel == 0.0, "{kernel} bytes still carried by the kernel");
-    let sessions = b.http.get("/v1/sessions").await?;
-    let datapath = sessions
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["session_id"].as_u64() == Some(u64::from(c.id())))
-        .and_then(|s| s["datapath"].as_str().map(str::to_string));
-    ensure!(datapath.as_deref() == Some("userspace"), "{sessions}");
+    let datapath = session_datapath(&b, c.id()).await?;
+    ensure!(datapath.as_deref() == Some("userspace"), "{datapath:?}");
     c.disconnect().await?;
     Ok(())
 }
@@ -395,23 +400,13 @@ async fn listed_client_libraries_stay_on_the_relay() -> Result<()> {
     ensure!(one == Some(1));
     let one: Option<i32> = other.query_first("SELECT 1").await?;
     ensure!(one == Some(1));
-    let sessions = b.http.get("/v1/sessions").await?;
-    let datapath = |id: u32| {
-        sessions
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|s| s["session_id"].as_u64() == Some(u64::from(id)))
-            .and_then(|s| s["datapath"].as_str().map(str::to_string))
-    };
+    let listed_path = session_datapath(&b, listed.id()).await?;
     ensure!(
-        datapath(listed.id()).as_deref() == Some("userspace"),
-        "{sessions}"
+        listed_path.as_deref() == Some("userspace"),
+        "{listed_path:?}"
     );
-    ensure!(
-        datapath(other.id()).as_deref() == Some("ebpf"),
-        "{sessions}"
-    );
+    let other_path = session_datapath(&b, other.id()).await?;
+    ensure!(other_path.as_deref() == Some("ebpf"), "{other_path:?}");
     let scrape = b.http.scrape().await?;
     let fallbacks = redirector_tests::admin::metric(
         &scrape,
