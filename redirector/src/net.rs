@@ -236,6 +236,21 @@ pub fn has_input_fd(fd: BorrowedFd<'_>) -> bool {
     }
 }
 
+/// Whether the peer closed its sending side and nothing is left unread.
+pub fn peer_closed(fd: BorrowedFd<'_>) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: one-byte buffer.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n == 0
+}
+
 /// Peeks one byte without waiting.
 fn peek(fd: BorrowedFd<'_>) -> io::Result<()> {
     let mut b = [0u8; 1];

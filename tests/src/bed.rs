@@ -140,6 +140,39 @@ impl Bed {
         }
     }
 
+    /// Waits until the kernel carries session `id` right now (`in_kernel`
+    /// in `GET /v1/sessions`): the daemon re-arms a session when it is
+    /// idle, and a client that sends its next command at once can beat it
+    /// (the daemon then serves that command). Tests that need the kernel to
+    /// carry a command call this first. Fails, with the kernel fallbacks
+    /// and the daemon log, if the session never gets there.
+    pub async fn wait_in_kernel(&self, id: u32) -> Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let sessions = self.http.get("/v1/sessions").await?;
+            let session = sessions
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["session_id"].as_u64() == Some(u64::from(id)));
+            if session.is_some_and(|s| s["in_kernel"].as_bool() == Some(true)) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                let scrape = self.http.scrape().await?;
+                let fallbacks: Vec<_> = crate::admin::samples(&scrape)
+                    .into_iter()
+                    .filter(|(k, v)| k.starts_with("redirector_kernel_fallbacks_total") && *v > 0.0)
+                    .collect();
+                anyhow::bail!(
+                    "session {id} never carried by the kernel: {session:?}; fallbacks {fallbacks:?}; daemon log:\n{}",
+                    self.daemon.log()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// The first server that is not `name`: a move target.
     pub fn other_server(&self, name: &str) -> Result<String> {
         self.servers()

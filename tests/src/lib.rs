@@ -35,6 +35,8 @@ pub mod daemon;
 mod error;
 mod galera;
 mod procs;
+#[cfg(feature = "fixtures")]
+pub mod raw;
 mod server;
 pub mod spawn;
 pub mod sysbench;

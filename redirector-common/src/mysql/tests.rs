@@ -1259,6 +1259,30 @@ fn untrackable_commands_lose_sync() {
 }
 
 #[test]
+fn table_dump_is_answered_by_one_packet() {
+    // MariaDB does not know COM_TABLE_DUMP: one ERR 1047, then in sync.
+    let mut c = Conv::new();
+    c.cmd(simple(command::COM_TABLE_DUMP))
+        .srv(&[err(1047, b"08S01", "Unknown command")])
+        .cmd(simple(command::COM_PING))
+        .srv(&[ok(AC)]);
+    let r = check(BASE, &c);
+    assert!(!r.last().lost_sync());
+    assert!(r.idle_after(1) && r.idle_after(3));
+}
+
+#[test]
+fn a_full_fifo_refuses_the_next_command() {
+    let mut t = Tracker::new(BASE, AC);
+    for i in 0..FIFO_CAP {
+        assert!(t.can_take_command());
+        t.on_client_packet(&PacketInfo::from_payload(i as u8, &[command::COM_PING]));
+    }
+    assert!(!t.can_take_command());
+    assert!(!t.lost_sync());
+}
+
+#[test]
 fn transaction_flags_follow_ok_packets() {
     let mut c = Conv::new();
     c.cmd(query("BEGIN"))

@@ -305,6 +305,26 @@ impl Tracker {
     pub fn pending_long_data(&self) -> bool {
         self.long_data.count() != 0
     }
+    /// Keeps pending long data only for the statements `prepared` says
+    /// exist: the server ignores long data for an unknown id, and only the
+    /// daemon knows which ids are prepared.
+    pub fn retain_long_data(&mut self, prepared: impl Fn(u32) -> bool) {
+        if self.long_data.overflowed() {
+            return;
+        }
+        let held = self.long_data.len as usize;
+        let ids = self.long_data.ids;
+        for id in ids.iter().take(held).copied() {
+            if !prepared(id) {
+                self.long_data.remove(id);
+            }
+        }
+    }
+    /// Another command can be followed now; a client pipelining more than
+    /// [`FIFO_CAP`] commands waits until the oldest are answered.
+    pub fn can_take_command(&self) -> bool {
+        (self.fifo_len as usize) < FIFO_CAP
+    }
     /// The last COM_STMT_PREPARE_OK (zeros before the first one).
     pub fn last_prepare(&self) -> PrepareOk {
         self.last_prepare
@@ -554,12 +574,11 @@ impl Tracker {
         // An empty packet is dispatched by the server as COM_SLEEP (an ERR reply).
         let command = p.first().unwrap_or(command::COM_SLEEP);
         self.commands_sent = self.commands_sent.wrapping_add(1);
+        // COM_TABLE_DUMP is not among them: MariaDB answers it with one
+        // ERR (unknown command), like any command it does not know.
         if matches!(
             command,
-            command::COM_BINLOG_DUMP
-                | command::COM_BINLOG_DUMP_GTID
-                | command::COM_TABLE_DUMP
-                | command::COM_MULTI
+            command::COM_BINLOG_DUMP | command::COM_BINLOG_DUMP_GTID | command::COM_MULTI
         ) {
             self.lose(lost::UNTRACKABLE_COMMAND);
             return ClientPacket::Command(command);

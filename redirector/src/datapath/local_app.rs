@@ -54,7 +54,7 @@ use super::loader::Programs;
 use super::wake::{Wakes, Watch};
 use super::{map_err, sock_err, DatapathError};
 use crate::metrics::KernelFallback;
-use crate::net::{copied_offset, has_input, has_input_fd, hung_up, socket_cookie};
+use crate::net::{copied_offset, has_input, has_input_fd, hung_up, peer_closed, socket_cookie};
 
 /// How often a session the kernel carries reports its counters and state.
 const KERNEL_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
@@ -787,6 +787,12 @@ impl LocalAppSession {
             }
         };
         drop(watch);
+        if matches!(wake, Wake::Client) && peer_closed(client.as_fd()) {
+            // The client has gone, maybe mid-statement: the server learns it
+            // now (as it would directly) instead of finishing a response
+            // no one reads while the HOLD below waits for it.
+            let _ = backend.shutdown(std::net::Shutdown::Write);
+        }
         tracing::trace!(?wake, counters = ?self.path.counters(self.key), "disarming");
         self.path.hold(self.key).await;
         // A response the kernel forwarded is finished by the kernel.

@@ -120,7 +120,15 @@ impl Core {
     }
 
     /// Tells the registry what the state machine knows now.
-    pub fn publish(&self) {
+    pub fn publish(&mut self) {
+        if self.proto.idle() && self.proto.tracker.pending_long_data() {
+            // Long data for a statement that does not exist is ignored by
+            // the server; left pending it would keep the session unmovable.
+            let statements = &self.statements;
+            self.proto
+                .tracker
+                .retain_long_data(|id| statements.knows_server_id(id));
+        }
         self.session
             .observe(&self.proto.tracker, self.proto.idle(), self.hints.reason());
     }

@@ -4,11 +4,12 @@
 
 use bytes::BytesMut;
 use redirector_common::mysql;
+use tokio::io::AsyncWriteExt;
 
 use super::change_user;
 use super::core::Core;
 use super::migrate;
-use super::relay::{Pair, Relay, RelayError, Step};
+use super::relay::{Farewell, Pair, Relay, RelayError, Step};
 use crate::datapath::{Armed, Offload, Parked, Report};
 use crate::metrics::{DatapathKind, Direction};
 
@@ -73,15 +74,62 @@ async fn drive(
             }
             Step::Move(req) => migrate::execute(core, pair, req).await?,
             Step::ChangeUser(packet) => change_user::run(core, pair, packet).await?,
-            Step::BackendLost => match migrate::failover(core).await {
-                Some(stream) => pair.backend = stream,
-                None => {
-                    let server = core.session.server();
-                    tracing::info!(session = core.session.id, server = %server, "server lost; the session's state is not known well enough to carry it over");
-                    let caps = core.login.capabilities;
-                    return Err(relay.fail_next_command(pair, &server, caps).await);
+            Step::BackendLost(Farewell::Error { code, packet }) => {
+                // The server ended this connection only (a DBA's KILL, the
+                // client's own protocol error): the client hears it as it
+                // would directly, the session ends, the server stays up.
+                tracing::info!(session = core.session.id, server = %core.session.server(), code, "the server ended the session's connection");
+                let _ = pair.client.write_all(&packet).await;
+                let _ = pair.client.shutdown().await;
+                return Ok(());
+            }
+            Step::BackendLost(farewell) => {
+                let server = core.session.server();
+                let caps = core.login.capabilities;
+                // One connection closing says nothing about the server: ask
+                // it. A server that still answers closed this connection
+                // only (a DBA's KILL, wait_timeout): the session ends, as it
+                // would directly, instead of being re-created elsewhere.
+                let down = match farewell {
+                    Farewell::Shutdown => true,
+                    _ => !server_answers(core, &server).await,
+                };
+                if !down {
+                    tracing::info!(session = core.session.id, server = %server, "the server closed the session's connection and still answers; the session ends");
+                    let message = format!(
+                        "Lost connection to backend server '{server}': the server closed this session's connection (KILL or timeout)"
+                    );
+                    return Err(relay
+                        .fail_next_command(
+                            pair,
+                            caps,
+                            message,
+                            RelayError::ConnectionClosed { server },
+                        )
+                        .await);
                 }
-            },
+                if let Ok(b) = core.ctx.backends.get(&server) {
+                    // The health check brings it back when it answers again.
+                    b.set_up(false);
+                }
+                match migrate::failover(core).await {
+                    Some(stream) => pair.backend = stream,
+                    None => {
+                        tracing::info!(session = core.session.id, server = %server, "server lost; the session's state is not known well enough to carry it over");
+                        let message = format!(
+                            "Lost connection to backend server '{server}'; the session could not be carried to another server"
+                        );
+                        return Err(relay
+                            .fail_next_command(
+                                pair,
+                                caps,
+                                message,
+                                RelayError::ServerLost { server },
+                            )
+                            .await);
+                    }
+                }
+            }
             Step::Closed => return Ok(()),
         }
     }
@@ -101,11 +149,14 @@ async fn kernel_turn(
     let move_requested = std::pin::pin!(session.move_requested());
     let (parked, backend) = match client.plain() {
         Some(plain) => {
-            offload
+            session.set_in_kernel(true);
+            let parked = offload
                 .park(plain, backend, move_requested, &mut |r| {
                     kernel_report(core, r)
                 })
-                .await
+                .await;
+            session.set_in_kernel(false);
+            parked
         }
         // Armed only on plain connections.
         None => (Parked::default(), Ok(backend)),
@@ -147,4 +198,14 @@ fn resume(core: &mut Core, parked: Parked) {
         };
     }
     core.publish();
+}
+
+/// Whether the session's server still takes connections (one probe; the
+/// evidence that decides between "this connection ended" and "the server
+/// is gone").
+async fn server_answers(core: &Core, server: &str) -> bool {
+    match core.ctx.backends.get(server) {
+        Ok(b) => crate::backend::probe(b.address, std::time::Duration::from_secs(1)).await,
+        Err(_) => false,
+    }
 }

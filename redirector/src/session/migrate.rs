@@ -219,6 +219,8 @@ fn adopt(
 /// The session's server is gone while the session was idle: if the state
 /// last known is still current (no state change reported since), carries
 /// the session to another server. Returns the new connection.
+/// The caller established that the server is down (its shutdown notice,
+/// or it refuses connections).
 pub async fn failover(core: &mut Core) -> Option<TcpStream> {
     let started = Instant::now();
     tracing::debug!(
@@ -236,10 +238,6 @@ pub async fn failover(core: &mut Core) -> Option<TcpStream> {
     }
     let state = known.state.clone();
     let from = core.session.server();
-    if let Ok(b) = core.ctx.backends.get(&from) {
-        // The health check brings it back when it answers again.
-        b.set_up(false);
-    }
     let candidates: Vec<_> = core
         .ctx
         .placement_order(Some(&from))

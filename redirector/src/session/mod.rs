@@ -85,6 +85,8 @@ struct Live {
     commands: u64,
     /// The kernel path's sessions become `Userspace` when it gives them up.
     datapath: DatapathKind,
+    /// The kernel carries the session right now (armed, the daemon asleep).
+    in_kernel: bool,
 }
 
 /// A request to move a session, waiting in its mailbox for the session's
@@ -176,6 +178,9 @@ pub struct SessionSnapshot {
     pub not_movable_reason: Option<String>,
     pub moves: u32,
     pub datapath: DatapathKind,
+    /// The kernel carries the session right now: its next command goes
+    /// through the kernel unless it needs the daemon.
+    pub in_kernel: bool,
     pub schema: Option<String>,
     pub commands: u64,
 }
@@ -195,6 +200,11 @@ impl Session {
     /// The kernel path gave the session up: it is carried by the relay.
     pub fn set_datapath(&self, datapath: DatapathKind) {
         self.live().datapath = datapath;
+    }
+
+    /// The kernel takes the session over (`true`) or hands it back.
+    pub fn set_in_kernel(&self, in_kernel: bool) {
+        self.live().in_kernel = in_kernel;
     }
 
     pub fn user(&self) -> String {
@@ -353,6 +363,7 @@ impl Session {
             not_movable_reason,
             moves: l.moves,
             datapath: l.datapath,
+            in_kernel: l.in_kernel,
             schema: l.schema.clone(),
             commands: l.commands,
         }
@@ -402,6 +413,7 @@ impl SessionRegistry {
                 schema: None,
                 commands: 0,
                 datapath,
+                in_kernel: false,
             }),
             pending_move: Mutex::new(None),
             move_wakeup: Notify::new(),

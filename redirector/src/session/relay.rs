@@ -34,6 +34,10 @@ pub enum RelayError {
     BackendClosed,
     #[error("backend {server} lost; the session's state could not be carried over")]
     ServerLost { server: String },
+    #[error(
+        "backend {server} closed the session's connection and still answers (KILL, wait_timeout …)"
+    )]
+    ConnectionClosed { server: String },
     #[error("protocol: {0}")]
     Protocol(#[from] ProtocolError),
 }
@@ -55,9 +59,42 @@ pub enum Step {
     /// A COM_CHANGE_USER, everything before it answered.
     ChangeUser(BytesMut),
     /// The backend closed (or spoke unasked) while the session was idle.
-    BackendLost,
+    BackendLost(Farewell),
     /// The session is over.
     Closed,
+}
+
+/// What the server said, unasked, when it ended an idle connection.
+#[derive(Debug)]
+pub enum Farewell {
+    /// Nothing (a crash, a reset, a network fault): only the health
+    /// check can say whether the server is down.
+    Silent,
+    /// ERR 1053: the server is shutting down.
+    Shutdown,
+    /// Another ERR (1927 "Connection was killed" after a DBA's KILL,
+    /// 1156 "packets out of order" …): the server ended this connection
+    /// only. The whole packet, to pass on to the client.
+    Error { code: u16, packet: BytesMut },
+}
+
+impl Farewell {
+    /// Classifies what the server sent before closing (`unasked`).
+    fn of(unasked: &mut BytesMut) -> Farewell {
+        let Some(total) = protocol::frame_len(unasked) else {
+            return Farewell::Silent;
+        };
+        match unasked.get(4..7) {
+            Some(&[0xFF, a, b]) => match u16::from_le_bytes([a, b]) {
+                protocol::constants::error::ER_SERVER_SHUTDOWN => Farewell::Shutdown,
+                code => Farewell::Error {
+                    code,
+                    packet: unasked.split_to(total),
+                },
+            },
+            _ => Farewell::Silent,
+        }
+    }
 }
 
 pub struct Relay {
@@ -69,6 +106,15 @@ pub struct Relay {
     held: Option<BytesMut>,
     /// The client shut its sending side: answer what it sent, then close.
     client_eof: bool,
+    /// The client's end was passed on to the server (FIN), once everything
+    /// it sent before was: the server then treats the connection exactly as
+    /// if its own client had gone (MariaDB aborts a running statement at its
+    /// next check and closes), and a half-closed client still gets the
+    /// answer to its last command.
+    backend_shut: bool,
+    /// A whole client command waits in `cbuf` until the tracker can follow
+    /// one more (a client pipelining more than it holds is served in order).
+    client_waits: bool,
     /// Set when the kernel could not take the quiet session (unread bytes
     /// on a side): read before offering it again.
     quiet_blocked: bool,
@@ -92,6 +138,8 @@ impl Relay {
             to_client: BytesMut::new(),
             held: None,
             client_eof: false,
+            backend_shut: false,
+            client_waits: false,
             quiet_blocked: false,
             client_flight: 0,
             largest_flight: 0,
@@ -140,6 +188,21 @@ impl Relay {
                 let _ = cw.shutdown().await;
                 return Ok(Step::Closed);
             }
+            if self.client_eof
+                && !self.backend_shut
+                && self.held.is_none()
+                && self.to_backend.is_empty()
+            {
+                // Mid-command (or with the protocol state unknown): the
+                // server learns that the client has gone, as it would directly.
+                tracing::debug!(
+                    idle = core.proto.idle(),
+                    lost_sync = core.proto.tracker.lost_sync(),
+                    "client gone mid-command; passing its end to the server"
+                );
+                self.backend_shut = true;
+                let _ = bw.shutdown().await;
+            }
             if let Some(req) = core.session.take_move() {
                 let quiet = self.held.is_none()
                     && flushed
@@ -170,8 +233,10 @@ impl Relay {
             if quiet {
                 return Ok(Step::Quiet);
             }
-            let client_readable =
-                self.to_backend.is_empty() && self.held.is_none() && !self.client_eof;
+            let client_readable = self.to_backend.is_empty()
+                && self.held.is_none()
+                && !self.client_eof
+                && !self.client_waits;
             tokio::select! {
                 n = cr.read_buf(&mut self.cbuf), if client_readable => {
                     let n = n.map_err(RelayError::Client)?;
@@ -205,16 +270,20 @@ impl Relay {
                             client_boundary = core.proto.client.at_boundary(),
                             held = self.held.is_some(),
                             to_backend = self.to_backend.len(),
+                            read = ?n.as_ref().ok(),
+                            unasked = ?self.sbuf.get(..self.sbuf.len().min(16)),
                             "backend closed"
                         );
-                        if core.proto.tracker.quit_sent() {
+                        if core.proto.tracker.quit_sent() || self.client_eof {
+                            // Either side's end was asked for.
                             return Ok(Step::Closed);
                         }
                         if !idle {
                             return Err(RelayError::BackendClosed);
                         }
+                        let farewell = Farewell::of(&mut self.sbuf);
                         self.sbuf.clear();
-                        return Ok(Step::BackendLost);
+                        return Ok(Step::BackendLost(farewell));
                     }
                     let n = n.map_err(RelayError::Backend)?;
                     self.quiet_blocked = false;
@@ -233,6 +302,10 @@ impl Relay {
                     }
                     if self.sbuf.capacity() < READ_CHUNK {
                         self.sbuf.reserve(READ_CHUNK);
+                    }
+                    if self.client_waits {
+                        self.client_waits = false;
+                        self.take_client_packets(core);
                     }
                 }
                 w = bw.write(&self.to_backend), if !self.to_backend.is_empty() => {
@@ -262,6 +335,10 @@ impl Relay {
             let t = &core.proto.tracker;
             let starts_command =
                 !core.client_continues && !t.in_infile() && !t.in_auth() && !t.lost_sync();
+            if starts_command && !t.can_take_command() {
+                self.client_waits = true;
+                break;
+            }
             let first = self.cbuf.get(4).copied();
             let mut packet = self.cbuf.split_to(total);
             core.client_continues = total - 4 == protocol::MAX_FRAGMENT;
@@ -275,13 +352,16 @@ impl Relay {
         core.publish();
     }
 
-    /// The server went away and the session could not be carried over:
-    /// answers the client's next command with a clear error, then closes.
+    /// The session cannot go on (its server went away and it could not be
+    /// carried over, or the server ended its connection): answers the
+    /// client's next command with `message` (CR_SERVER_LOST), then closes.
+    /// Returns `end`, or the client's error.
     pub async fn fail_next_command(
         &mut self,
         pair: &mut Pair,
-        server: &str,
         caps: u32,
+        message: String,
+        end: RelayError,
     ) -> RelayError {
         loop {
             if protocol::frame_len(&self.cbuf).is_some() {
@@ -289,24 +369,16 @@ impl Relay {
                 let err = ErrPacket::new(
                     protocol::constants::error::CR_SERVER_LOST,
                     b"HY000",
-                    format!(
-                        "Lost connection to backend server '{server}'; the session could not be carried to another server"
-                    ),
+                    message,
                 );
                 if let Err(e) = write_packet(&mut pair.client, seq, &err.to_payload(caps)).await {
                     return RelayError::Client(e);
                 }
                 let _ = pair.client.shutdown().await;
-                return RelayError::ServerLost {
-                    server: server.to_string(),
-                };
+                return end;
             }
             match pair.client.read_buf(&mut self.cbuf).await {
-                Ok(0) => {
-                    return RelayError::ServerLost {
-                        server: server.to_string(),
-                    }
-                }
+                Ok(0) => return end,
                 Ok(_) => {}
                 Err(e) => return RelayError::Client(e),
             }
@@ -324,4 +396,46 @@ pub async fn write_packet(
     protocol::write_packet(&mut out, seq, payload);
     client.write_all(&out).await?;
     client.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err_packet(code: u16) -> BytesMut {
+        let mut payload = vec![0xFF];
+        payload.extend_from_slice(&code.to_le_bytes());
+        payload.extend_from_slice(b"#70100Connection was killed");
+        let mut out = BytesMut::new();
+        protocol::write_packet(&mut out, 0, &payload);
+        out
+    }
+
+    #[test]
+    fn farewells() {
+        let mut killed = err_packet(1927);
+        let whole = killed.clone();
+        match Farewell::of(&mut killed) {
+            Farewell::Error { code, packet } => {
+                assert_eq!(code, 1927);
+                assert_eq!(packet, whole);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            Farewell::of(&mut err_packet(1053)),
+            Farewell::Shutdown
+        ));
+        assert!(matches!(
+            Farewell::of(&mut BytesMut::new()),
+            Farewell::Silent
+        ));
+        // A partial packet or an OK says nothing about why.
+        let mut partial = err_packet(1927);
+        partial.truncate(8);
+        assert!(matches!(Farewell::of(&mut partial), Farewell::Silent));
+        let mut ok = BytesMut::new();
+        protocol::write_packet(&mut ok, 0, &[0, 0, 0, 2, 0, 0, 0]);
+        assert!(matches!(Farewell::of(&mut ok), Farewell::Silent));
+    }
 }

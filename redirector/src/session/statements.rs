@@ -122,6 +122,16 @@ impl Statements {
         self.pending.pop_front();
     }
 
+    /// Whether the server knows statement `server_id` as prepared by this
+    /// session (0xFFFFFFFF, "the last prepared", counts as known).
+    pub fn knows_server_id(&self, server_id: u32) -> bool {
+        server_id == u32::MAX
+            || match &self.ids {
+                Some(map) => map.to_server.values().any(|&s| s == server_id),
+                None => self.by_id.contains_key(&server_id),
+            }
+    }
+
     /// Whether the client's statement ids must be rewritten (the kernel
     /// cannot carry such a session).
     pub fn translated(&self) -> bool {
