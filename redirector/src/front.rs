@@ -13,6 +13,7 @@ use crate::datapath::Offload;
 use crate::metrics::ErrorKind;
 use crate::net::ClientStream;
 use crate::protocol::constants::capability::*;
+use crate::protocol::logsafe;
 use crate::protocol::{
     self, parse_client_hello, AuthSwitchRequest, BackendLoginParams, ClientHello, ErrPacket,
     GreetingTemplate, HandshakeResponse, InitialHandshake, PacketIo, PacketIoError, ProtocolError,
@@ -31,11 +32,13 @@ pub enum Refusal {
     NoTls,
     #[error("second SSLRequest")]
     SecondSslRequest,
-    #[error("access denied for '{0}'")]
+    /// The user name as the client sent it (shown escaped and cut).
+    #[error("access denied for '{}'", logsafe::peer(.0))]
     AccessDenied(String),
     #[error("no backend available")]
     NoBackend,
-    #[error("backend {server}: {message}")]
+    /// The backend's error, which may quote the client's names.
+    #[error("backend {server}: {}", logsafe::peer(.message))]
     BackendRefused { server: String, message: String },
     #[error("{0}")]
     AllBackendsFailed(String),
@@ -142,7 +145,7 @@ pub async fn serve_client(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
         login,
     } = established;
     let session = guard.session().clone();
-    tracing::info!(parent: &span, user = %session.user(), server = %session.server(), datapath = session.datapath().as_str(), "session established");
+    tracing::info!(parent: &span, user = %logsafe::peer(&session.user()), server = %session.server(), datapath = session.datapath().as_str(), "session established");
     let PacketIo {
         io: client,
         buf: leftover,
@@ -269,7 +272,7 @@ async fn connect(
     let verified =
         crate::auth::verify(&app.accounts, &servers, &user, &auth_response, &scramble).await;
     let Some(sha1_password) = verified else {
-        tracing::info!(user = %user, client = %peer, "access denied");
+        tracing::info!(user = %logsafe::peer(&user), client = %peer, "access denied");
         app.metrics.auth_failure();
         io.fail(
             seq,
