@@ -40,8 +40,13 @@ pub struct App {
     /// The policy document and the placement, under one lock.
     pub routing: Arc<Routing>,
     pub tls: Option<TlsAcceptor>,
-    /// Connection slots (`listen.max_connections`).
+    /// Session slots (`listen.max_connections`), taken once a client is
+    /// authenticated.
     pub slots: Arc<Semaphore>,
+    /// Slots for connections still in the handshake
+    /// (`listen.max_handshakes`), so that clients that never log in cannot
+    /// hold the session slots.
+    pub handshakes: Arc<Semaphore>,
     /// Version string and capabilities of the backends, learnt from their
     /// greetings, presented to clients.
     pub greeting: RwLock<GreetingTemplate>,
@@ -70,6 +75,7 @@ impl App {
             None => None,
         };
         let slots = Arc::new(Semaphore::new(config.listen.max_connections as usize));
+        let handshakes = Arc::new(Semaphore::new(config.listen.max_handshakes as usize));
         let sessions = Arc::new(SessionRegistry::new());
         let mut collectors: Vec<Box<dyn Collector>> = vec![Box::new(LiveCollector {
             sessions: sessions.clone(),
@@ -94,6 +100,7 @@ impl App {
             routing,
             tls,
             slots,
+            handshakes,
             config,
             greeting: RwLock::new(GreetingTemplate::default()),
             kernel,
@@ -109,6 +116,7 @@ impl App {
             accounts: self.accounts.clone(),
             metrics: self.metrics.clone(),
             moves: self.moves.clone(),
+            net_read_timeout: self.config.listen.net_read_timeout,
         }
     }
 

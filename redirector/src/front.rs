@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::app::App;
 use crate::backend::login::{self, LoginError, LoginTimeout, HANDSHAKE_MAX_PACKET};
@@ -35,6 +36,8 @@ pub enum Refusal {
     /// The user name as the client sent it (shown escaped and cut).
     #[error("access denied for '{}'", logsafe::peer(.0))]
     AccessDenied(String),
+    #[error("too many connections (listen.max_connections)")]
+    TooManyConnections,
     #[error("no backend available")]
     NoBackend,
     /// The backend's error, which may quote the client's names.
@@ -99,6 +102,8 @@ struct Established {
     guard: SessionGuard,
     tracker: redirector_common::mysql::Session,
     login: LoginState,
+    /// The session's slot of `listen.max_connections`.
+    slot: OwnedSemaphorePermit,
 }
 
 /// Serves one accepted client until it disconnects.
@@ -114,17 +119,20 @@ pub async fn serve_client(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
     };
     let _ = stream.set_nodelay(true);
     let mut io = PacketIo::new(ClientStream::Plain(stream));
-    let Ok(permit) = app.slots.clone().try_acquire_owned() else {
-        tracing::warn!(client = %peer, "too many connections");
-        io.fail(0, &ErrPacket::too_many_connections()).await;
+    // Held until the client is logged in or gone: connections that never
+    // log in are bounded apart from the sessions.
+    let Ok(handshake) = app.handshakes.clone().try_acquire_owned() else {
+        tracing::warn!(client = %peer, limit = app.config.listen.max_handshakes, "too many connections in the handshake (listen.max_handshakes)");
+        app.metrics.error(ErrorKind::ClientHandshake);
+        io.fail(0, &ErrPacket::too_many_handshakes()).await;
         return;
     };
     let id = app.sessions.next_id();
     let timeout = app.config.listen.handshake_timeout;
     let span = tracing::info_span!("session", id, client = %peer);
-    let established = match tokio::time::timeout(timeout, connect(&app, io, peer, id, &mut offload))
-        .await
-    {
+    let connected = tokio::time::timeout(timeout, connect(&app, io, peer, id, &mut offload)).await;
+    drop(handshake);
+    let established = match connected {
         Ok(Ok(e)) => e,
         Ok(Err(e)) => {
             tracing::info!(parent: &span, error = %e, "connection phase failed");
@@ -143,6 +151,7 @@ pub async fn serve_client(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
         guard,
         tracker,
         login,
+        slot,
     } = established;
     let session = guard.session().clone();
     tracing::info!(parent: &span, user = %logsafe::peer(&session.user()), server = %session.server(), datapath = session.datapath().as_str(), "session established");
@@ -161,7 +170,7 @@ pub async fn serve_client(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
         }
     }
     drop(guard);
-    drop(permit);
+    drop(slot);
 }
 
 async fn connect(
@@ -282,6 +291,13 @@ async fn connect(
         return Err(Refusal::AccessDenied(user).into());
     };
 
+    // A session slot only now: clients that have not proved who they are
+    // never hold one.
+    let Ok(slot) = app.slots.clone().try_acquire_owned() else {
+        io.fail(seq, &ErrPacket::too_many_connections()).await;
+        return Err(Refusal::TooManyConnections.into());
+    };
+
     // Placement: register first so that concurrent placements see this
     // session in the counts.
     let guard = app.sessions.register(id, &user, peer, "", offload.kind());
@@ -382,6 +398,7 @@ async fn connect(
             guard,
             tracker,
             login,
+            slot,
         });
     }
     io.fail(

@@ -198,6 +198,27 @@ impl ErrPacket {
         )
     }
 
+    /// 1040 / 08004 while too many clients are in the handshake
+    /// (`listen.max_handshakes`): the logged-in sessions' limit is not
+    /// reached, the client may try again shortly.
+    pub fn too_many_handshakes() -> Self {
+        Self::new(
+            er::ER_CON_COUNT_ERROR,
+            er::SQLSTATE_CONNECTION_REJECTED,
+            "Too many connections (too many clients logging in at once)",
+        )
+    }
+
+    /// 1159 / 08S01: "Got timeout reading communication packets": the
+    /// client stopped in the middle of a packet (`net_read_timeout`).
+    pub fn net_read_timeout() -> Self {
+        Self::new(
+            er::ER_NET_READ_INTERRUPTED,
+            er::SQLSTATE_COMMUNICATION,
+            er::MSG_NET_READ_INTERRUPTED,
+        )
+    }
+
     /// 1043 / 08S01: "Bad handshake".
     pub fn bad_handshake() -> Self {
         Self::new(

@@ -79,7 +79,10 @@ async fn drive(
                     let server = core.session.server();
                     tracing::info!(session = core.session.id, server = %server, "server lost; the session's state is not known well enough to carry it over");
                     let caps = core.login.capabilities;
-                    return Err(relay.fail_next_command(pair, &server, caps).await);
+                    let read_timeout = core.ctx.net_read_timeout;
+                    return Err(relay
+                        .fail_next_command(pair, &server, caps, read_timeout)
+                        .await);
                 }
             },
             Step::Closed => return Ok(()),

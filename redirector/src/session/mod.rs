@@ -571,6 +571,8 @@ pub struct SessionCtx {
     pub accounts: Arc<AccountStore>,
     pub metrics: Arc<Metrics>,
     pub moves: Arc<MoveLog>,
+    /// `listen.net_read_timeout_ms`: see the relay.
+    pub net_read_timeout: std::time::Duration,
 }
 
 impl SessionCtx {

@@ -13,6 +13,7 @@ use bytes::{Buf, BytesMut};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::{Duration, Instant};
 
 use super::core::{not_movable, Core};
 use super::MoveRequest;
@@ -36,6 +37,8 @@ pub enum RelayError {
     ServerLost { server: String },
     #[error("protocol: {0}")]
     Protocol(#[from] ProtocolError),
+    #[error("the client sent part of a packet and then nothing for {0:?} (listen.net_read_timeout_ms)")]
+    ReadTimeout(Duration),
 }
 
 /// The two sockets of a session.
@@ -129,6 +132,12 @@ impl Relay {
         self.take_client_packets(core);
         let (mut cr, mut cw) = tokio::io::split(&mut pair.client);
         let (mut br, mut bw) = pair.backend.split();
+        // MariaDB's net_read_timeout: once the client has started a packet,
+        // each read must bring more of it within the timeout. Between
+        // packets the client may stay silent as long as it likes.
+        let read_timeout = core.ctx.net_read_timeout;
+        let read_deadline = tokio::time::sleep(read_timeout);
+        tokio::pin!(read_deadline);
         loop {
             let flushed = self.to_backend.is_empty() && self.to_client.is_empty();
             if self.client_eof
@@ -172,9 +181,13 @@ impl Relay {
             }
             let client_readable =
                 self.to_backend.is_empty() && self.held.is_none() && !self.client_eof;
+            // Every whole packet was taken: bytes left are a packet's start
+            // (or the rest of a long packet is due).
+            let mid_packet = client_readable && (!self.cbuf.is_empty() || core.client_continues);
             tokio::select! {
                 n = cr.read_buf(&mut self.cbuf), if client_readable => {
                     let n = n.map_err(RelayError::Client)?;
+                    read_deadline.as_mut().reset(Instant::now() + read_timeout);
                     self.quiet_blocked = false;
                     if n == 0 {
                         tracing::debug!(quit = core.proto.tracker.quit_sent(), "client closed");
@@ -247,6 +260,17 @@ impl Relay {
                     }
                 }
                 _ = core.session.move_requested() => {}
+                _ = &mut read_deadline, if mid_packet => {
+                    let seq = self.cbuf.get(3).map_or(0, |s| s.wrapping_add(1));
+                    let mut out = BytesMut::new();
+                    protocol::write_packet(&mut out, seq, &ErrPacket::net_read_timeout().to_payload(core.login.capabilities));
+                    // The client is not reading, perhaps: do not wait on it.
+                    let _ = tokio::time::timeout(read_timeout, async {
+                        cw.write_all(&out).await?;
+                        cw.shutdown().await
+                    }).await;
+                    return Err(RelayError::ReadTimeout(read_timeout));
+                }
             }
         }
     }
@@ -282,6 +306,7 @@ impl Relay {
         pair: &mut Pair,
         server: &str,
         caps: u32,
+        read_timeout: Duration,
     ) -> RelayError {
         loop {
             if protocol::frame_len(&self.cbuf).is_some() {
@@ -301,7 +326,19 @@ impl Relay {
                     server: server.to_string(),
                 };
             }
-            match pair.client.read_buf(&mut self.cbuf).await {
+            // As in `pump`: the client may wait before its next command,
+            // not in the middle of one.
+            let between_commands = self.cbuf.is_empty();
+            let read = pair.client.read_buf(&mut self.cbuf);
+            let read = if between_commands {
+                read.await
+            } else {
+                match tokio::time::timeout(read_timeout, read).await {
+                    Ok(r) => r,
+                    Err(_) => return RelayError::ReadTimeout(read_timeout),
+                }
+            };
+            match read {
                 Ok(0) => {
                     return RelayError::ServerLost {
                         server: server.to_string(),
