@@ -35,6 +35,7 @@ pub mod daemon;
 mod error;
 mod galera;
 mod procs;
+pub mod raw;
 mod server;
 pub mod spawn;
 pub mod sysbench;

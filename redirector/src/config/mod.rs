@@ -39,6 +39,8 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// MariaDB's `net_read_timeout` default (30 s).
 pub const DEFAULT_NET_READ_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_HANDSHAKES: u32 = 256;
+/// 512 MiB: 32 clients sending a 16 MiB packet at once.
+pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 512 << 20;
 pub const DEFAULT_ADMIN_USER: &str = "admin";
 
 /// A configuration error. Each message is a single line, prefixed by the file.
@@ -174,6 +176,9 @@ pub struct ListenConfig {
     /// started (MariaDB's `net_read_timeout`); never applies between
     /// commands.
     pub net_read_timeout: Duration,
+    /// Bytes of client packets larger than a session's own buffer held at
+    /// once, over all sessions.
+    pub max_buffered_bytes: usize,
 }
 
 /// `[datapath]`
@@ -367,6 +372,7 @@ struct RawListen {
     handshake_timeout_ms: Option<i64>,
     max_handshakes: Option<i64>,
     net_read_timeout_ms: Option<i64>,
+    max_buffered_bytes: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -665,6 +671,13 @@ impl Config {
                 DEFAULT_NET_READ_TIMEOUT_MS,
                 86_400_000,
             )?),
+            max_buffered_bytes: r.positive(
+                "listen.max_buffered_bytes",
+                raw.listen.max_buffered_bytes,
+                DEFAULT_MAX_BUFFERED_BYTES,
+                // 1 TiB: anything larger is a typo.
+                1 << 40,
+            )? as usize,
         };
 
         let datapath = DatapathConfig {
@@ -900,6 +913,13 @@ impl Config {
         if self.listen.max_handshakes == 0 {
             return Err(invalid(
                 "listen.max_handshakes".into(),
+                "0".into(),
+                "must be > 0".into(),
+            ));
+        }
+        if self.listen.max_buffered_bytes == 0 {
+            return Err(invalid(
+                "listen.max_buffered_bytes".into(),
                 "0".into(),
                 "must be > 0".into(),
             ));

@@ -40,6 +40,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.listen.handshake_timeout, Duration::from_millis(10_000));
     assert_eq!(c.listen.max_handshakes, 256);
     assert_eq!(c.listen.net_read_timeout, Duration::from_millis(30_000));
+    assert_eq!(c.listen.max_buffered_bytes, 512 << 20);
     assert_eq!(c.datapath.mode, DatapathMode::Auto);
     assert!(c.datapath.cgroup.starts_with("/sys/fs/cgroup"));
     assert_eq!(c.datapath.ebpf_object, None);
@@ -85,6 +86,7 @@ max_connections = 50
 handshake_timeout_ms = 2500
 max_handshakes = 20
 net_read_timeout_ms = 2000
+max_buffered_bytes = 1048576
 
 [datapath]
 mode = "userspace"
@@ -128,6 +130,7 @@ key = "key.pem"
     assert_eq!(c.listen.handshake_timeout, Duration::from_millis(2500));
     assert_eq!(c.listen.max_handshakes, 20);
     assert_eq!(c.listen.net_read_timeout, Duration::from_millis(2000));
+    assert_eq!(c.listen.max_buffered_bytes, 1 << 20);
     assert_eq!(c.datapath.mode, DatapathMode::Userspace);
     assert_eq!(c.admin.user, "root");
     assert_eq!(c.auth.service.as_ref().unwrap().user, "redirector");

@@ -209,6 +209,16 @@ impl ErrPacket {
         )
     }
 
+    /// 1041 / HY000: the daemon-wide buffer for large client packets
+    /// (`listen.max_buffered_bytes`) has no room for this one.
+    pub fn buffer_full() -> Self {
+        Self::new(
+            er::ER_OUT_OF_RESOURCES,
+            er::SQLSTATE_GENERAL,
+            "Out of resources: the redirector's buffer for large packets is full; try again later",
+        )
+    }
+
     /// 1159 / 08S01: "Got timeout reading communication packets": the
     /// client stopped in the middle of a packet (`net_read_timeout`).
     pub fn net_read_timeout() -> Self {

@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Duration, Instant};
 
+use super::budget::{Grant, FREE_PER_SESSION};
 use super::core::{not_movable, Core};
 use super::MoveRequest;
 use crate::metrics::{DatapathKind, Direction};
@@ -37,8 +38,12 @@ pub enum RelayError {
     ServerLost { server: String },
     #[error("protocol: {0}")]
     Protocol(#[from] ProtocolError),
-    #[error("the client sent part of a packet and then nothing for {0:?} (listen.net_read_timeout_ms)")]
+    #[error(
+        "the client sent part of a packet and then nothing for {0:?} (listen.net_read_timeout_ms)"
+    )]
     ReadTimeout(Duration),
+    #[error("the client's {wanted}-byte packet does not fit in what is left of listen.max_buffered_bytes ({limit} bytes for all sessions)")]
+    BufferFull { wanted: usize, limit: usize },
 }
 
 /// The two sockets of a session.
@@ -80,6 +85,9 @@ pub struct Relay {
     /// the last quiet moment offered.
     client_flight: usize,
     largest_flight: usize,
+    /// This session's share of `listen.max_buffered_bytes`, while it holds
+    /// a packet larger than its own buffer.
+    grant: Option<Grant>,
     up_bytes: Counter,
     down_bytes: Counter,
 }
@@ -98,6 +106,7 @@ impl Relay {
             quiet_blocked: false,
             client_flight: 0,
             largest_flight: 0,
+            grant: None,
             up_bytes: m
                 .bytes(Direction::ClientToServer, DatapathKind::Userspace)
                 .clone(),
@@ -139,6 +148,11 @@ impl Relay {
         let read_deadline = tokio::time::sleep(read_timeout);
         tokio::pin!(read_deadline);
         loop {
+            if let Err(e) = self.fit_budget(core) {
+                let seq = self.cbuf.get(3).map_or(0, |s| s.wrapping_add(1));
+                fail_client(&mut cw, seq, &ErrPacket::buffer_full(), core, read_timeout).await;
+                return Err(e);
+            }
             let flushed = self.to_backend.is_empty() && self.to_client.is_empty();
             if self.client_eof
                 && self.held.is_none()
@@ -262,17 +276,37 @@ impl Relay {
                 _ = core.session.move_requested() => {}
                 _ = &mut read_deadline, if mid_packet => {
                     let seq = self.cbuf.get(3).map_or(0, |s| s.wrapping_add(1));
-                    let mut out = BytesMut::new();
-                    protocol::write_packet(&mut out, seq, &ErrPacket::net_read_timeout().to_payload(core.login.capabilities));
-                    // The client is not reading, perhaps: do not wait on it.
-                    let _ = tokio::time::timeout(read_timeout, async {
-                        cw.write_all(&out).await?;
-                        cw.shutdown().await
-                    }).await;
+                    fail_client(&mut cw, seq, &ErrPacket::net_read_timeout(), core, read_timeout).await;
                     return Err(RelayError::ReadTimeout(read_timeout));
                 }
             }
         }
+    }
+
+    /// Holds a share of `listen.max_buffered_bytes` for the client bytes
+    /// this session holds beyond its own buffer: the packet it is reading
+    /// (as its header announces it, so that it is refused before it is
+    /// read) and what waits for the backend. Room for the packet is made
+    /// at once, so the read buffer does not grow past it by doubling.
+    fn fit_budget(&mut self, core: &Core) -> Result<(), RelayError> {
+        let reading = protocol::PacketHeader::parse(&self.cbuf)
+            .map_or(0, |h| protocol::HEADER_LEN + h.len)
+            .max(self.cbuf.len());
+        let held = self.held.as_ref().map_or(0, BytesMut::len);
+        let wanted = reading + self.to_backend.len() + held;
+        if wanted <= FREE_PER_SESSION {
+            self.grant = None;
+            return Ok(());
+        }
+        let budget = &core.ctx.buffers;
+        if !budget.grow(&mut self.grant, wanted) {
+            return Err(RelayError::BufferFull {
+                wanted,
+                limit: budget.limit(),
+            });
+        }
+        self.cbuf.reserve(reading - self.cbuf.len());
+        Ok(())
     }
 
     /// Moves every complete client packet from the read buffer to the
@@ -349,6 +383,24 @@ impl Relay {
             }
         }
     }
+}
+
+/// Sends `err` to a client the session is ending for, and closes; a client
+/// that does not read is not waited for longer than `within`.
+async fn fail_client(
+    cw: &mut (impl AsyncWriteExt + Unpin),
+    seq: u8,
+    err: &ErrPacket,
+    core: &Core,
+    within: Duration,
+) {
+    let mut out = BytesMut::new();
+    protocol::write_packet(&mut out, seq, &err.to_payload(core.login.capabilities));
+    let _ = tokio::time::timeout(within, async {
+        cw.write_all(&out).await?;
+        cw.shutdown().await
+    })
+    .await;
 }
 
 /// Writes one packet to the client.
