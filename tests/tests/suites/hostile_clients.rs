@@ -63,10 +63,6 @@ async fn hostile_user_name_is_escaped_and_cut_in_logs_and_errors() -> Result<()>
         log.contains("session established"),
         "no session line in the log:\n{log}"
     );
-    ensure!(
-        !log.contains('\x1b'),
-        "the log file carries terminal colour codes:\n{log:?}"
-    );
 
     // A name that would forge a log line and clear the screen, then 1 MB.
     let forged = "2026-01-01T00:00:00.000000Z  INFO forged: session established";
@@ -109,8 +105,12 @@ async fn hostile_user_name_is_escaped_and_cut_in_logs_and_errors() -> Result<()>
         "a forged line made it into the log:\n{added}"
     );
     assert!(
-        !log.contains('\x1b'),
+        !added.contains("\x1b[2J"),
         "the client's ESC reached the log: {added:?}"
+    );
+    assert!(
+        !log.contains('\x1b'),
+        "the log file carries terminal colour codes:\n{log:?}"
     );
     // The session before is unharmed.
     c.query_drop("SELECT 1").await?;
