@@ -77,6 +77,7 @@ impl FrontError {
     pub fn metric_kind(&self) -> ErrorKind {
         match self {
             FrontError::Tls(_) => ErrorKind::Tls,
+            FrontError::Refused(Refusal::TooManyConnections) => ErrorKind::Limit,
             FrontError::Refused(_) => ErrorKind::BackendLogin,
             FrontError::Protocol(_) => ErrorKind::Protocol,
             FrontError::Io(_) | FrontError::ClientClosed => ErrorKind::ClientHandshake,
@@ -123,7 +124,7 @@ pub async fn serve_client(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
     // log in are bounded apart from the sessions.
     let Ok(handshake) = app.handshakes.clone().try_acquire_owned() else {
         tracing::warn!(client = %peer, limit = app.config.listen.max_handshakes, "too many connections in the handshake (listen.max_handshakes)");
-        app.metrics.error(ErrorKind::ClientHandshake);
+        app.metrics.error(ErrorKind::Limit);
         io.fail(0, &ErrPacket::too_many_handshakes()).await;
         return;
     };
@@ -166,7 +167,7 @@ pub async fn serve_client(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
         Ok(()) => tracing::info!(parent: &span, "session closed"),
         Err(e) => {
             tracing::info!(parent: &span, error = %e, "session ended");
-            app.metrics.error(ErrorKind::RelayIo);
+            app.metrics.error(e.metric_kind());
         }
     }
     drop(guard);

@@ -18,7 +18,7 @@ use tokio::time::{Duration, Instant};
 use super::budget::{Grant, FREE_PER_SESSION};
 use super::core::{not_movable, Core};
 use super::MoveRequest;
-use crate::metrics::{DatapathKind, Direction};
+use crate::metrics::{DatapathKind, Direction, ErrorKind};
 use crate::net::ClientStream;
 use crate::protocol::constants::command::COM_CHANGE_USER;
 use crate::protocol::{self, ErrPacket, ProtocolError};
@@ -44,6 +44,16 @@ pub enum RelayError {
     ReadTimeout(Duration),
     #[error("the client's {wanted}-byte packet does not fit in what is left of listen.max_buffered_bytes ({limit} bytes for all sessions)")]
     BufferFull { wanted: usize, limit: usize },
+}
+
+impl RelayError {
+    /// The `errors_total{kind}` this ending counts as.
+    pub fn metric_kind(&self) -> ErrorKind {
+        match self {
+            RelayError::ReadTimeout(_) | RelayError::BufferFull { .. } => ErrorKind::Limit,
+            _ => ErrorKind::RelayIo,
+        }
+    }
 }
 
 /// The two sockets of a session.

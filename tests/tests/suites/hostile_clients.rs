@@ -44,6 +44,13 @@ async fn sessions(b: &Bed) -> Result<usize> {
         .context("GET /v1/sessions is an array")
 }
 
+/// `redirector_errors_total{kind="limit"}`: clients turned away or cut
+/// off by a configured bound.
+async fn limit_errors(b: &Bed) -> Result<f64> {
+    let scrape = b.http.scrape().await?;
+    Ok(admin::metric(&scrape, "redirector_errors_total", &[("kind", "limit")]).unwrap_or(0.0))
+}
+
 /// Connections of `user` on the first backend.
 fn backend_connections(b: &Bed, user: &str) -> Result<usize> {
     let n = b.servers()[0].sql(&format!(
@@ -159,6 +166,7 @@ async fn partial_packet_after_login_times_out_and_idle_clients_stay() -> Result<
         Ok(sessions(&b).await? == 1 && backend_connections(&b, APP_USER)? == 1)
     })
     .await?;
+    assert_eq!(limit_errors(&b).await?, 1.0);
     assert!(
         b.daemon.log().contains("net_read_timeout"),
         "the log does not say why the session ended:\n{}",
@@ -195,6 +203,12 @@ async fn unauthenticated_connections_do_not_hold_session_slots() -> Result<()> {
         raw::err_message(&p).contains("logging in"),
         "{}",
         raw::err_message(&p)
+    );
+    assert_eq!(limit_errors(&b).await?, 1.0);
+    assert!(
+        b.daemon.log().contains("max_handshakes"),
+        "the log does not say why the client was refused:\n{}",
+        b.daemon.log()
     );
     // Logged-in sessions are not affected.
     c1.query_drop("SELECT 2").await?;
@@ -250,6 +264,7 @@ async fn large_packets_beyond_the_buffer_cap_get_an_error() -> Result<()> {
         Ok(sessions(&b).await? == 1 && backend_connections(&b, APP_USER)? == 1)
     })
     .await?;
+    assert_eq!(limit_errors(&b).await?, 1.0);
     assert!(
         b.daemon.log().contains("max_buffered_bytes"),
         "the log does not say why the session ended:\n{}",
