@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::datapath::local_app::{EventsCollector, LocalApp, MapEntriesCollector};
 use crate::metrics::{DatapathKind, Metrics};
 use crate::protocol::GreetingTemplate;
+use crate::session::budget::BufferBudget;
 use crate::session::{MoveLog, SessionCtx, SessionRegistry, SessionState};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +41,16 @@ pub struct App {
     /// The policy document and the placement, under one lock.
     pub routing: Arc<Routing>,
     pub tls: Option<TlsAcceptor>,
-    /// Connection slots (`listen.max_connections`).
+    /// Session slots (`listen.max_connections`), taken once a client is
+    /// authenticated.
     pub slots: Arc<Semaphore>,
+    /// Slots for connections still in the handshake
+    /// (`listen.max_handshakes`), so that clients that never log in cannot
+    /// hold the session slots.
+    pub handshakes: Arc<Semaphore>,
+    /// Bytes of large client packets held at once
+    /// (`listen.max_buffered_bytes`).
+    pub buffers: Arc<BufferBudget>,
     /// Version string and capabilities of the backends, learnt from their
     /// greetings, presented to clients.
     pub greeting: RwLock<GreetingTemplate>,
@@ -70,6 +79,8 @@ impl App {
             None => None,
         };
         let slots = Arc::new(Semaphore::new(config.listen.max_connections as usize));
+        let handshakes = Arc::new(Semaphore::new(config.listen.max_handshakes as usize));
+        let buffers = BufferBudget::new(config.listen.max_buffered_bytes);
         let sessions = Arc::new(SessionRegistry::new());
         let mut collectors: Vec<Box<dyn Collector>> = vec![Box::new(LiveCollector {
             sessions: sessions.clone(),
@@ -94,6 +105,8 @@ impl App {
             routing,
             tls,
             slots,
+            handshakes,
+            buffers,
             config,
             greeting: RwLock::new(GreetingTemplate::default()),
             kernel,
@@ -109,6 +122,8 @@ impl App {
             accounts: self.accounts.clone(),
             metrics: self.metrics.clone(),
             moves: self.moves.clone(),
+            net_read_timeout: self.config.listen.net_read_timeout,
+            buffers: self.buffers.clone(),
         }
     }
 

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::app::App;
 use crate::backend::login::{self, LoginError, LoginTimeout, HANDSHAKE_MAX_PACKET};
@@ -13,6 +14,7 @@ use crate::datapath::Offload;
 use crate::metrics::ErrorKind;
 use crate::net::ClientStream;
 use crate::protocol::constants::capability::*;
+use crate::protocol::logsafe;
 use crate::protocol::{
     self, parse_client_hello, AuthSwitchRequest, BackendLoginParams, ClientHello, ErrPacket,
     GreetingTemplate, HandshakeResponse, InitialHandshake, PacketIo, PacketIoError, ProtocolError,
@@ -31,11 +33,15 @@ pub enum Refusal {
     NoTls,
     #[error("second SSLRequest")]
     SecondSslRequest,
-    #[error("access denied for '{0}'")]
+    /// The user name as the client sent it (shown escaped and cut).
+    #[error("access denied for '{}'", logsafe::peer(.0))]
     AccessDenied(String),
+    #[error("too many connections (listen.max_connections)")]
+    TooManyConnections,
     #[error("no backend available")]
     NoBackend,
-    #[error("backend {server}: {message}")]
+    /// The backend's error, which may quote the client's names.
+    #[error("backend {server}: {}", logsafe::peer(.message))]
     BackendRefused { server: String, message: String },
     #[error("{0}")]
     AllBackendsFailed(String),
@@ -71,6 +77,7 @@ impl FrontError {
     pub fn metric_kind(&self) -> ErrorKind {
         match self {
             FrontError::Tls(_) => ErrorKind::Tls,
+            FrontError::Refused(Refusal::TooManyConnections) => ErrorKind::Limit,
             FrontError::Refused(_) => ErrorKind::BackendLogin,
             FrontError::Protocol(_) => ErrorKind::Protocol,
             FrontError::Io(_) | FrontError::ClientClosed => ErrorKind::ClientHandshake,
@@ -96,6 +103,8 @@ struct Established {
     guard: SessionGuard,
     tracker: redirector_common::mysql::Session,
     login: LoginState,
+    /// The session's slot of `listen.max_connections`.
+    slot: OwnedSemaphorePermit,
 }
 
 /// Serves one accepted client until it disconnects.
@@ -111,17 +120,20 @@ pub async fn serve_client(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
     };
     let _ = stream.set_nodelay(true);
     let mut io = PacketIo::new(ClientStream::Plain(stream));
-    let Ok(permit) = app.slots.clone().try_acquire_owned() else {
-        tracing::warn!(client = %peer, "too many connections");
-        io.fail(0, &ErrPacket::too_many_connections()).await;
+    // Held until the client is logged in or gone: connections that never
+    // log in are bounded apart from the sessions.
+    let Ok(handshake) = app.handshakes.clone().try_acquire_owned() else {
+        tracing::warn!(client = %peer, limit = app.config.listen.max_handshakes, "too many connections in the handshake (listen.max_handshakes)");
+        app.metrics.error(ErrorKind::Limit);
+        io.fail(0, &ErrPacket::too_many_handshakes()).await;
         return;
     };
     let id = app.sessions.next_id();
     let timeout = app.config.listen.handshake_timeout;
     let span = tracing::info_span!("session", id, client = %peer);
-    let established = match tokio::time::timeout(timeout, connect(&app, io, peer, id, &mut offload))
-        .await
-    {
+    let connected = tokio::time::timeout(timeout, connect(&app, io, peer, id, &mut offload)).await;
+    drop(handshake);
+    let established = match connected {
         Ok(Ok(e)) => e,
         Ok(Err(e)) => {
             tracing::info!(parent: &span, error = %e, "connection phase failed");
@@ -140,9 +152,10 @@ pub async fn serve_client(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
         guard,
         tracker,
         login,
+        slot,
     } = established;
     let session = guard.session().clone();
-    tracing::info!(parent: &span, user = %session.user(), server = %session.server(), datapath = session.datapath().as_str(), "session established");
+    tracing::info!(parent: &span, user = %logsafe::peer(&session.user()), server = %session.server(), datapath = session.datapath().as_str(), "session established");
     let PacketIo {
         io: client,
         buf: leftover,
@@ -154,11 +167,11 @@ pub async fn serve_client(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
         Ok(()) => tracing::info!(parent: &span, "session closed"),
         Err(e) => {
             tracing::info!(parent: &span, error = %e, "session ended");
-            app.metrics.error(ErrorKind::RelayIo);
+            app.metrics.error(e.metric_kind());
         }
     }
     drop(guard);
-    drop(permit);
+    drop(slot);
 }
 
 async fn connect(
@@ -269,7 +282,7 @@ async fn connect(
     let verified =
         crate::auth::verify(&app.accounts, &servers, &user, &auth_response, &scramble).await;
     let Some(sha1_password) = verified else {
-        tracing::info!(user = %user, client = %peer, "access denied");
+        tracing::info!(user = %logsafe::peer(&user), client = %peer, "access denied");
         app.metrics.auth_failure();
         io.fail(
             seq,
@@ -277,6 +290,13 @@ async fn connect(
         )
         .await;
         return Err(Refusal::AccessDenied(user).into());
+    };
+
+    // A session slot only now: clients that have not proved who they are
+    // never hold one.
+    let Ok(slot) = app.slots.clone().try_acquire_owned() else {
+        io.fail(seq, &ErrPacket::too_many_connections()).await;
+        return Err(Refusal::TooManyConnections.into());
     };
 
     // Placement: register first so that concurrent placements see this
@@ -379,6 +399,7 @@ async fn connect(
             guard,
             tracker,
             login,
+            slot,
         });
     }
     io.fail(

@@ -206,10 +206,14 @@ pub enum ErrorKind {
     Protocol,
     /// The eBPF data path failed for a session (it fell back or closed).
     Ebpf,
+    /// A client was turned away or cut off by a configured bound
+    /// (`listen.max_handshakes`, `max_connections`, `net_read_timeout_ms`,
+    /// `max_buffered_bytes`).
+    Limit,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 9] = [
         ErrorKind::Accept,
         ErrorKind::ClientHandshake,
         ErrorKind::Tls,
@@ -218,6 +222,7 @@ impl ErrorKind {
         ErrorKind::RelayIo,
         ErrorKind::Protocol,
         ErrorKind::Ebpf,
+        ErrorKind::Limit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -230,6 +235,7 @@ impl ErrorKind {
             ErrorKind::RelayIo => "relay_io",
             ErrorKind::Protocol => "protocol",
             ErrorKind::Ebpf => "ebpf",
+            ErrorKind::Limit => "limit",
         }
     }
 }

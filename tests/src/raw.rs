@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use sha1::{Digest, Sha1};
 
 use crate::TEST_DB;
@@ -78,20 +78,50 @@ pub fn native(pw: &str, salt: &[u8]) -> Vec<u8> {
     let s1 = Sha1::digest(pw.as_bytes());
     let s2 = Sha1::digest(s1);
     let mut h = Sha1::new();
-    h.update(&salt[..20]);
+    h.update(&salt[..20.min(salt.len())]);
     h.update(s2);
     let x = h.finalize();
     s1.iter().zip(x.iter()).map(|(a, b)| a ^ b).collect()
 }
 
-/// The 20-byte scramble from a HandshakeV10 payload.
-pub fn greeting_scramble(g: &[u8]) -> Vec<u8> {
-    let nul = g[1..].iter().position(|&b| b == 0).unwrap() + 1;
+/// The 20-byte scramble of a HandshakeV10 payload.
+pub fn greeting_scramble(g: &[u8]) -> Result<Vec<u8>> {
+    let nul = g
+        .get(1..)
+        .and_then(|r| r.iter().position(|&b| b == 0))
+        .context("greeting without a version string")?
+        + 1;
     let p = nul + 1 + 4;
-    let mut s = g[p..p + 8].to_vec();
+    let mut s = g.get(p..p + 8).context("short greeting")?.to_vec();
     let p2 = p + 8 + 1 + 2 + 1 + 2 + 2 + 1 + 10;
-    s.extend_from_slice(&g[p2..p2 + 12]);
-    s
+    s.extend_from_slice(g.get(p2..p2 + 12).context("short greeting")?);
+    Ok(s)
+}
+
+/// Connects and reads the greeting; returns the stream and the scramble.
+pub fn connect(addr: SocketAddr) -> Result<(TcpStream, Vec<u8>)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.set_nodelay(true)?;
+    let (_, g) = read_packet(&mut s)?;
+    if g.first() == Some(&0xFF) {
+        bail!("refused at connect: {}", err_text(&g));
+    }
+    let scramble = greeting_scramble(&g)?;
+    Ok((s, scramble))
+}
+
+/// Capabilities of a plain `mysql_native_password` login (`login`).
+pub const CAPS: u32 = LONG_PASSWORD | PROTOCOL_41 | TRANSACTIONS | SECURE_CONNECTION | PLUGIN_AUTH;
+
+/// Logs in as `user` (any bytes) with `password` and [`CAPS`]: the
+/// logged-in stream, or the ERR payload the server answered with.
+pub fn login(
+    addr: SocketAddr,
+    user: &[u8],
+    password: &str,
+) -> Result<std::result::Result<TcpStream, Vec<u8>>> {
+    Ok(login_bytes(addr, user, password, CAPS, None, None)?.map(|r| r.s))
 }
 
 pub struct Raw {
@@ -109,18 +139,25 @@ pub fn raw_login(
     db: Option<&str>,
     plugin: Option<&str>,
 ) -> Result<std::result::Result<Raw, Vec<u8>>> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.set_nodelay(true)?;
-    let (_, g) = read_packet(&mut s)?;
-    let scramble = greeting_scramble(&g);
+    login_bytes(addr, user.as_bytes(), pw, caps, db, plugin)
+}
+
+fn login_bytes(
+    addr: SocketAddr,
+    user: &[u8],
+    pw: &str,
+    caps: u32,
+    db: Option<&str>,
+    plugin: Option<&str>,
+) -> Result<std::result::Result<Raw, Vec<u8>>> {
+    let (mut s, scramble) = connect(addr)?;
     let caps = caps | if db.is_some() { CONNECT_WITH_DB } else { 0 };
     let mut r = Vec::new();
     r.extend_from_slice(&caps.to_le_bytes());
     r.extend_from_slice(&(16u32 << 20).to_le_bytes());
     r.push(45);
     r.extend_from_slice(&[0u8; 23]);
-    r.extend_from_slice(user.as_bytes());
+    r.extend_from_slice(user);
     r.push(0);
     let auth = match plugin {
         Some("caching_sha2_password") => vec![0x55; 32],

@@ -36,6 +36,11 @@ pub const DEFAULT_ADMIN_SQL_ADDRESS: &str = "127.0.0.1:6033";
 pub const DEFAULT_ADMIN_HTTP_ADDRESS: &str = "127.0.0.1:9104";
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 1000;
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// MariaDB's `net_read_timeout` default (30 s).
+pub const DEFAULT_NET_READ_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_MAX_HANDSHAKES: u32 = 256;
+/// 512 MiB: 32 clients sending a 16 MiB packet at once.
+pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 512 << 20;
 pub const DEFAULT_ADMIN_USER: &str = "admin";
 
 /// A configuration error. Each message is a single line, prefixed by the file.
@@ -164,6 +169,16 @@ pub struct ListenConfig {
     pub max_connections: u32,
     /// A client must finish the handshake within this time.
     pub handshake_timeout: Duration,
+    /// Connections still in the handshake (not logged in) at once; they do
+    /// not count toward `max_connections`.
+    pub max_handshakes: u32,
+    /// After login: longest wait for the rest of a packet the client has
+    /// started (MariaDB's `net_read_timeout`); never applies between
+    /// commands.
+    pub net_read_timeout: Duration,
+    /// Bytes of client packets larger than a session's own buffer held at
+    /// once, over all sessions.
+    pub max_buffered_bytes: usize,
 }
 
 /// `[datapath]`
@@ -355,6 +370,9 @@ struct RawListen {
     address: Option<String>,
     max_connections: Option<i64>,
     handshake_timeout_ms: Option<i64>,
+    max_handshakes: Option<i64>,
+    net_read_timeout_ms: Option<i64>,
+    max_buffered_bytes: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -641,6 +659,25 @@ impl Config {
                 // One day: anything longer is a typo.
                 86_400_000,
             )?),
+            max_handshakes: r.positive(
+                "listen.max_handshakes",
+                raw.listen.max_handshakes,
+                DEFAULT_MAX_HANDSHAKES.into(),
+                u32::MAX.into(),
+            )? as u32,
+            net_read_timeout: Duration::from_millis(r.positive(
+                "listen.net_read_timeout_ms",
+                raw.listen.net_read_timeout_ms,
+                DEFAULT_NET_READ_TIMEOUT_MS,
+                86_400_000,
+            )?),
+            max_buffered_bytes: r.positive(
+                "listen.max_buffered_bytes",
+                raw.listen.max_buffered_bytes,
+                DEFAULT_MAX_BUFFERED_BYTES,
+                // 1 TiB: anything larger is a typo.
+                1 << 40,
+            )? as usize,
         };
 
         let datapath = DatapathConfig {
@@ -869,6 +906,27 @@ impl Config {
         if self.listen.handshake_timeout.is_zero() {
             return Err(invalid(
                 "listen.handshake_timeout_ms".into(),
+                "0".into(),
+                "must be > 0".into(),
+            ));
+        }
+        if self.listen.max_handshakes == 0 {
+            return Err(invalid(
+                "listen.max_handshakes".into(),
+                "0".into(),
+                "must be > 0".into(),
+            ));
+        }
+        if self.listen.max_buffered_bytes == 0 {
+            return Err(invalid(
+                "listen.max_buffered_bytes".into(),
+                "0".into(),
+                "must be > 0".into(),
+            ));
+        }
+        if self.listen.net_read_timeout.is_zero() {
+            return Err(invalid(
+                "listen.net_read_timeout_ms".into(),
                 "0".into(),
                 "must be > 0".into(),
             ));

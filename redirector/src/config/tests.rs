@@ -38,6 +38,9 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.listen.address, "127.0.0.1:3306".parse().unwrap());
     assert_eq!(c.listen.max_connections, 1000);
     assert_eq!(c.listen.handshake_timeout, Duration::from_millis(10_000));
+    assert_eq!(c.listen.max_handshakes, 256);
+    assert_eq!(c.listen.net_read_timeout, Duration::from_millis(30_000));
+    assert_eq!(c.listen.max_buffered_bytes, 512 << 20);
     assert_eq!(c.datapath.mode, DatapathMode::Auto);
     assert!(c.datapath.cgroup.starts_with("/sys/fs/cgroup"));
     assert_eq!(c.datapath.ebpf_object, None);
@@ -81,6 +84,9 @@ fn full_config_parses() {
 address = "0.0.0.0:4306"
 max_connections = 50
 handshake_timeout_ms = 2500
+max_handshakes = 20
+net_read_timeout_ms = 2000
+max_buffered_bytes = 1048576
 
 [datapath]
 mode = "userspace"
@@ -122,6 +128,9 @@ key = "key.pem"
     assert_eq!(c.listen.address, "0.0.0.0:4306".parse().unwrap());
     assert_eq!(c.listen.max_connections, 50);
     assert_eq!(c.listen.handshake_timeout, Duration::from_millis(2500));
+    assert_eq!(c.listen.max_handshakes, 20);
+    assert_eq!(c.listen.net_read_timeout, Duration::from_millis(2000));
+    assert_eq!(c.listen.max_buffered_bytes, 1 << 20);
     assert_eq!(c.datapath.mode, DatapathMode::Userspace);
     assert_eq!(c.admin.user, "root");
     assert_eq!(c.auth.service.as_ref().unwrap().user, "redirector");

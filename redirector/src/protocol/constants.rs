@@ -90,6 +90,11 @@ pub mod error {
     /// `ER_NET_READ_ERROR`, SQLSTATE 08S01.
     pub const ER_NET_READ_ERROR: u16 = 1158;
     pub const MSG_NET_READ_ERROR: &str = "Got an error reading communication packets";
+    /// `ER_NET_READ_INTERRUPTED`, SQLSTATE 08S01 (`net_read_timeout`).
+    pub const ER_NET_READ_INTERRUPTED: u16 = 1159;
+    pub const MSG_NET_READ_INTERRUPTED: &str = "Got timeout reading communication packets";
+    /// `ER_OUT_OF_RESOURCES`, SQLSTATE HY000.
+    pub const ER_OUT_OF_RESOURCES: u16 = 1041;
     /// `ER_NOT_SUPPORTED_AUTH_MODE`, SQLSTATE 08004.
     pub const ER_NOT_SUPPORTED_AUTH_MODE: u16 = 1251;
     pub const MSG_NOT_SUPPORTED_AUTH_MODE: &str = "Client does not support authentication protocol requested by server; consider upgrading MariaDB client";

@@ -146,6 +146,7 @@ pub fn parse_session_state(block: &[u8]) -> Result<Vec<SessionStateChange>> {
 }
 
 pub use super::error::ErrPacket;
+use super::logsafe::peer;
 
 impl ErrPacket {
     pub fn new(code: u16, sql_state: &[u8; 5], message: impl Into<String>) -> Self {
@@ -157,8 +158,10 @@ impl ErrPacket {
     }
 
     /// 1045 / 28000: "Access denied for user 'u'@'h' (using password: YES)".
+    /// Names are the peer's: escaped and cut here (see [`peer`]).
     pub fn access_denied(user: &str, host: &str, using_password: bool) -> Self {
         let yes = if using_password { "YES" } else { "NO" };
+        let (user, host) = (peer(user), peer(host));
         Self::new(
             er::ER_ACCESS_DENIED_ERROR,
             er::SQLSTATE_ACCESS_DENIED,
@@ -168,6 +171,7 @@ impl ErrPacket {
 
     /// 1044 / 42000: "Access denied for user 'u'@'h' to database 'd'".
     pub fn db_access_denied(user: &str, host: &str, db: &str) -> Self {
+        let (user, host, db) = (peer(user), peer(host), peer(db));
         Self::new(
             er::ER_DBACCESS_DENIED_ERROR,
             er::SQLSTATE_SYNTAX_OR_ACCESS,
@@ -177,6 +181,7 @@ impl ErrPacket {
 
     /// 1049 / 42000: "Unknown database 'd'".
     pub fn bad_db(db: &str) -> Self {
+        let db = peer(db);
         Self::new(
             er::ER_BAD_DB_ERROR,
             er::SQLSTATE_SYNTAX_OR_ACCESS,
@@ -190,6 +195,37 @@ impl ErrPacket {
             er::ER_CON_COUNT_ERROR,
             er::SQLSTATE_CONNECTION_REJECTED,
             er::MSG_CON_COUNT_ERROR,
+        )
+    }
+
+    /// 1040 / 08004 while too many clients are in the handshake
+    /// (`listen.max_handshakes`): the logged-in sessions' limit is not
+    /// reached, the client may try again shortly.
+    pub fn too_many_handshakes() -> Self {
+        Self::new(
+            er::ER_CON_COUNT_ERROR,
+            er::SQLSTATE_CONNECTION_REJECTED,
+            "Too many connections (too many clients logging in at once)",
+        )
+    }
+
+    /// 1041 / HY000: the daemon-wide buffer for large client packets
+    /// (`listen.max_buffered_bytes`) has no room for this one.
+    pub fn buffer_full() -> Self {
+        Self::new(
+            er::ER_OUT_OF_RESOURCES,
+            er::SQLSTATE_GENERAL,
+            "Out of resources: the redirector's buffer for large packets is full; try again later",
+        )
+    }
+
+    /// 1159 / 08S01: "Got timeout reading communication packets": the
+    /// client stopped in the middle of a packet (`net_read_timeout`).
+    pub fn net_read_timeout() -> Self {
+        Self::new(
+            er::ER_NET_READ_INTERRUPTED,
+            er::SQLSTATE_COMMUNICATION,
+            er::MSG_NET_READ_INTERRUPTED,
         )
     }
 

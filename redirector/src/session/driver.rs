@@ -105,6 +105,7 @@ async fn drive(
                             caps,
                             message,
                             RelayError::ConnectionClosed { server },
+                            core.ctx.net_read_timeout,
                         )
                         .await);
                 }
@@ -125,6 +126,7 @@ async fn drive(
                                 caps,
                                 message,
                                 RelayError::ServerLost { server },
+                                core.ctx.net_read_timeout,
                             )
                             .await);
                     }

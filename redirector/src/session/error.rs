@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::backend::client::ConnError;
 use crate::backend::login::LoginTimeout;
+use crate::protocol::logsafe::peer;
 
 /// State that stops a session from moving (shown per session as
 /// `NOT_MOVABLE_REASON`); the session stays where it is, unharmed.
@@ -23,16 +24,16 @@ pub enum NotMovable {
     #[error("XA transaction")]
     Xa,
     /// A temporary table (its name as written, if it could be parsed).
-    #[error("temporary table{}", .0.as_ref().map(|n| format!(" {n}")).unwrap_or_default())]
+    #[error("temporary table{}", .0.as_ref().map(|n| format!(" {}", peer(n))).unwrap_or_default())]
     TempTable(Option<String>),
-    #[error("temporary table {name} (could not check: {source})")]
+    #[error("temporary table {} (could not check: {source})", peer(.name))]
     TempTableUnchecked {
         name: String,
         #[source]
         source: Arc<ConnError>,
     },
     /// `PREPARE name FROM …`: its text cannot be read back from the server.
-    #[error("SQL prepared statement {0}")]
+    #[error("SQL prepared statement {}", peer(.0))]
     SqlPrepared(String),
     /// GET_LOCK / LOCK TABLES seen in the session's SQL, not yet checked.
     #[error("may hold a GET_LOCK or LOCK TABLES lock")]
@@ -50,11 +51,11 @@ pub enum NotMovable {
         #[source]
         source: Arc<ConnError>,
     },
-    #[error("state could not be read (variable {name} = {value:?})")]
+    #[error("state could not be read (variable {} = '{}')", peer(.name), peer(.value))]
     VariableValue { name: String, value: String },
     #[error("state could not be read (user variable value)")]
     UserVariableValue,
-    #[error("user variable @{name} of type {kind} cannot be carried")]
+    #[error("user variable @{} of type {} cannot be carried", peer(.name), peer(.kind))]
     UserVariableType { name: String, kind: String },
     #[error("the target lacks capabilities 0x{0:08x}")]
     TargetCapabilities(u32),
@@ -78,7 +79,7 @@ pub enum MoveError {
     },
     #[error("the target did not finish in {after:?}")]
     TargetTimeout { server: String, after: Duration },
-    #[error("schema {schema:?} could not be selected on the target: {source}")]
+    #[error("schema '{}' could not be selected on the target: {source}", peer(.schema))]
     Schema {
         schema: String,
         server: String,
@@ -112,7 +113,7 @@ pub enum MoveError {
         target: u16,
         source_params: u16,
     },
-    #[error("state verification failed on the target: {difference}")]
+    #[error("state verification failed on the target: {}", peer(.difference))]
     Verify { server: String, difference: String },
     #[error("the target sent unsolicited data")]
     Unsolicited { server: String },

@@ -9,6 +9,7 @@
 //! updates a session's live fields as the protocol state machine sees
 //! commands and responses; readers take a [`SessionSnapshot`].
 
+pub mod budget;
 pub mod change_user;
 pub mod core;
 pub mod driver;
@@ -583,6 +584,10 @@ pub struct SessionCtx {
     pub accounts: Arc<AccountStore>,
     pub metrics: Arc<Metrics>,
     pub moves: Arc<MoveLog>,
+    /// `listen.net_read_timeout_ms`: see the relay.
+    pub net_read_timeout: std::time::Duration,
+    /// `listen.max_buffered_bytes`, shared by every session.
+    pub buffers: Arc<budget::BufferBudget>,
 }
 
 impl SessionCtx {

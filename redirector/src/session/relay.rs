@@ -13,10 +13,12 @@ use bytes::{Buf, BytesMut};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::{Duration, Instant};
 
+use super::budget::{Grant, FREE_PER_SESSION};
 use super::core::{not_movable, Core};
 use super::MoveRequest;
-use crate::metrics::{DatapathKind, Direction};
+use crate::metrics::{DatapathKind, Direction, ErrorKind};
 use crate::net::ClientStream;
 use crate::protocol::constants::command::COM_CHANGE_USER;
 use crate::protocol::{self, ErrPacket, ProtocolError};
@@ -40,6 +42,22 @@ pub enum RelayError {
     ConnectionClosed { server: String },
     #[error("protocol: {0}")]
     Protocol(#[from] ProtocolError),
+    #[error(
+        "the client sent part of a packet and then nothing for {0:?} (listen.net_read_timeout_ms)"
+    )]
+    ReadTimeout(Duration),
+    #[error("the client's {wanted}-byte packet does not fit in what is left of listen.max_buffered_bytes ({limit} bytes for all sessions)")]
+    BufferFull { wanted: usize, limit: usize },
+}
+
+impl RelayError {
+    /// The `errors_total{kind}` this ending counts as.
+    pub fn metric_kind(&self) -> ErrorKind {
+        match self {
+            RelayError::ReadTimeout(_) | RelayError::BufferFull { .. } => ErrorKind::Limit,
+            _ => ErrorKind::RelayIo,
+        }
+    }
 }
 
 /// The two sockets of a session.
@@ -123,6 +141,9 @@ pub struct Relay {
     /// the last quiet moment offered.
     client_flight: usize,
     largest_flight: usize,
+    /// This session's share of `listen.max_buffered_bytes`, while it holds
+    /// a packet larger than its own buffer.
+    grant: Option<Grant>,
     up_bytes: Counter,
     down_bytes: Counter,
 }
@@ -143,6 +164,7 @@ impl Relay {
             quiet_blocked: false,
             client_flight: 0,
             largest_flight: 0,
+            grant: None,
             up_bytes: m
                 .bytes(Direction::ClientToServer, DatapathKind::Userspace)
                 .clone(),
@@ -177,7 +199,18 @@ impl Relay {
         self.take_client_packets(core);
         let (mut cr, mut cw) = tokio::io::split(&mut pair.client);
         let (mut br, mut bw) = pair.backend.split();
+        // MariaDB's net_read_timeout: once the client has started a packet,
+        // each read must bring more of it within the timeout. Between
+        // packets the client may stay silent as long as it likes.
+        let read_timeout = core.ctx.net_read_timeout;
+        let read_deadline = tokio::time::sleep(read_timeout);
+        tokio::pin!(read_deadline);
         loop {
+            if let Err(e) = self.fit_budget(core) {
+                let seq = self.cbuf.get(3).map_or(0, |s| s.wrapping_add(1));
+                fail_client(&mut cw, seq, &ErrPacket::buffer_full(), core, read_timeout).await;
+                return Err(e);
+            }
             let flushed = self.to_backend.is_empty() && self.to_client.is_empty();
             if self.client_eof
                 && self.held.is_none()
@@ -237,9 +270,14 @@ impl Relay {
                 && self.held.is_none()
                 && !self.client_eof
                 && !self.client_waits;
+            // Every whole packet was taken: bytes left are a packet's start
+            // (or the rest of a long packet is due). A whole command held
+            // back by `client_waits` is not read from, so it is not timed.
+            let mid_packet = client_readable && (!self.cbuf.is_empty() || core.client_continues);
             tokio::select! {
                 n = cr.read_buf(&mut self.cbuf), if client_readable => {
                     let n = n.map_err(RelayError::Client)?;
+                    read_deadline.as_mut().reset(Instant::now() + read_timeout);
                     self.quiet_blocked = false;
                     if n == 0 {
                         tracing::debug!(quit = core.proto.tracker.quit_sent(), "client closed");
@@ -320,8 +358,39 @@ impl Relay {
                     }
                 }
                 _ = core.session.move_requested() => {}
+                _ = &mut read_deadline, if mid_packet => {
+                    let seq = self.cbuf.get(3).map_or(0, |s| s.wrapping_add(1));
+                    fail_client(&mut cw, seq, &ErrPacket::net_read_timeout(), core, read_timeout).await;
+                    return Err(RelayError::ReadTimeout(read_timeout));
+                }
             }
         }
+    }
+
+    /// Holds a share of `listen.max_buffered_bytes` for the client bytes
+    /// this session holds beyond its own buffer: the packet it is reading
+    /// (as its header announces it, so that it is refused before it is
+    /// read) and what waits for the backend. Room for the packet is made
+    /// at once, so the read buffer does not grow past it by doubling.
+    fn fit_budget(&mut self, core: &Core) -> Result<(), RelayError> {
+        let reading = protocol::PacketHeader::parse(&self.cbuf)
+            .map_or(0, |h| protocol::HEADER_LEN + h.len)
+            .max(self.cbuf.len());
+        let held = self.held.as_ref().map_or(0, BytesMut::len);
+        let wanted = reading + self.to_backend.len() + held;
+        if wanted <= FREE_PER_SESSION {
+            self.grant = None;
+            return Ok(());
+        }
+        let budget = &core.ctx.buffers;
+        if !budget.grow(&mut self.grant, wanted) {
+            return Err(RelayError::BufferFull {
+                wanted,
+                limit: budget.limit(),
+            });
+        }
+        self.cbuf.reserve(reading - self.cbuf.len());
+        Ok(())
     }
 
     /// Moves every complete client packet from the read buffer to the
@@ -362,6 +431,7 @@ impl Relay {
         caps: u32,
         message: String,
         end: RelayError,
+        read_timeout: Duration,
     ) -> RelayError {
         loop {
             if protocol::frame_len(&self.cbuf).is_some() {
@@ -377,13 +447,43 @@ impl Relay {
                 let _ = pair.client.shutdown().await;
                 return end;
             }
-            match pair.client.read_buf(&mut self.cbuf).await {
+            // As in `pump`: the client may wait before its next command,
+            // not in the middle of one.
+            let between_commands = self.cbuf.is_empty();
+            let read = pair.client.read_buf(&mut self.cbuf);
+            let read = if between_commands {
+                read.await
+            } else {
+                match tokio::time::timeout(read_timeout, read).await {
+                    Ok(r) => r,
+                    Err(_) => return RelayError::ReadTimeout(read_timeout),
+                }
+            };
+            match read {
                 Ok(0) => return end,
                 Ok(_) => {}
                 Err(e) => return RelayError::Client(e),
             }
         }
     }
+}
+
+/// Sends `err` to a client the session is ending for, and closes; a client
+/// that does not read is not waited for longer than `within`.
+async fn fail_client(
+    cw: &mut (impl AsyncWriteExt + Unpin),
+    seq: u8,
+    err: &ErrPacket,
+    core: &Core,
+    within: Duration,
+) {
+    let mut out = BytesMut::new();
+    protocol::write_packet(&mut out, seq, &err.to_payload(core.login.capabilities));
+    let _ = tokio::time::timeout(within, async {
+        cw.write_all(&out).await?;
+        cw.shutdown().await
+    })
+    .await;
 }
 
 /// Writes one packet to the client.
