@@ -7,7 +7,7 @@
 //! checking the credential (so parallel connections gain nothing) and does
 //! not lengthen the wait (so a mistyped password costs a person little).
 //! A success, or a quiet period of `auth_backoff_max_ms` after the wait,
-//! ends the burst. The first failure of a burst is logged at WARN, the
+//! ends the burst; `auth_backoff_initial_ms = 0` turns the back-off off. The first failure of a burst is logged at WARN, the
 //! rest at DEBUG; every refusal is counted in
 //! `redirector_admin_auth_failures_total`.
 //!
@@ -201,6 +201,16 @@ mod tests {
             ),
             Some(7.0)
         );
+    }
+
+    #[test]
+    fn zero_initial_means_off() {
+        let t = throttle(0, 1000);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..5 {
+            assert_eq!(t.failed(ip, AdminSurface::Sql), Duration::ZERO);
+            assert!(t.check(ip, AdminSurface::Sql).is_ok());
+        }
     }
 
     #[test]

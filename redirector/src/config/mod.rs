@@ -226,6 +226,7 @@ pub struct AdminLimits {
     pub http_max_body_bytes: usize,
     /// Back-off after a failed admin login (SQL password or REST token)
     /// from one address: doubles with each failure, up to the maximum.
+    /// Zero: no back-off (failures are still counted and logged).
     pub auth_backoff_initial: Duration,
     pub auth_backoff_max: Duration,
 }
@@ -667,11 +668,15 @@ impl Resolver<'_> {
                 DEFAULT_ADMIN_HTTP_MAX_BODY_BYTES,
                 64 << 20,
             )? as usize,
-            auth_backoff_initial: self.millis(
-                "admin.auth_backoff_initial_ms",
-                raw.auth_backoff_initial_ms,
-                DEFAULT_ADMIN_AUTH_BACKOFF_INITIAL_MS,
-            )?,
+            // 0 turns the back-off off.
+            auth_backoff_initial: match raw.auth_backoff_initial_ms {
+                Some(0) => Duration::ZERO,
+                v => self.millis(
+                    "admin.auth_backoff_initial_ms",
+                    v,
+                    DEFAULT_ADMIN_AUTH_BACKOFF_INITIAL_MS,
+                )?,
+            },
             auth_backoff_max: self.millis(
                 "admin.auth_backoff_max_ms",
                 raw.auth_backoff_max_ms,

@@ -311,6 +311,11 @@ fn admin_limits_are_read_and_checked() {
         &format!("{MINIMAL}\n[admin]\nhttp_header_timeout_ms = -5\n"),
         "admin.http_header_timeout_ms = -5",
     );
+    let off = parse(&format!(
+        "{MINIMAL}\n[admin]\nauth_backoff_initial_ms = 0\n"
+    ))
+    .unwrap();
+    assert_eq!(off.admin.limits.auth_backoff_initial, Duration::ZERO);
     err(
         &format!("{MINIMAL}\n[admin]\nauth_backoff_initial_ms = 50\nauth_backoff_max_ms = 20\n"),
         "admin.auth_backoff_initial_ms = 50: must not exceed admin.auth_backoff_max_ms",
