@@ -43,8 +43,7 @@ fn is_layout_control(c: char) -> bool {
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use fmt::Write;
-        let mut shown = 0;
-        for (i, c) in self.text.char_indices() {
+        for (shown, (i, c)) in self.text.char_indices().enumerate() {
             if shown == self.max_chars {
                 return write!(f, "…(+{} bytes)", self.text.len() - i);
             }
@@ -55,7 +54,6 @@ impl fmt::Display for Escaped<'_> {
             } else {
                 f.write_char(c)?;
             }
-            shown += 1;
         }
         Ok(())
     }
