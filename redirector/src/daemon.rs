@@ -46,8 +46,13 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(address = %local, servers = app.backends.all().len(), "redirector listening");
-    let _admin_http = crate::admin::http::start(app.clone()).await?;
-    let _admin_sql = crate::admin::sql::start(app.clone()).await?;
+    // One back-off for both surfaces: guesses count per address wherever made.
+    let throttle = Arc::new(crate::admin::throttle::AuthThrottle::new(
+        &app.config.admin.limits,
+        app.metrics.clone(),
+    ));
+    let _admin_http = crate::admin::http::start(app.clone(), throttle.clone()).await?;
+    let _admin_sql = crate::admin::sql::start(app.clone(), throttle).await?;
     learn_greeting(&app).await;
     if let Err(e) = app.accounts.reload(&app.server_addresses()).await {
         tracing::warn!(error = %e, "could not load accounts from the backends (will retry on demand)");

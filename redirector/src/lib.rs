@@ -4,7 +4,8 @@
 //! [`protocol`] ← [`net`] ← [`metrics`] ← [`backend`] ← [`session`] (mod)
 //! ← [`datapath`] ← `session::{relay, migrate, change_user, driver}` ←
 //! [`app`] ← [`front`] ← [`mover`] ← [`admin`] ← [`daemon`]. Beside them:
-//! [`config`], [`policy`], [`accounts`], [`auth`], [`tls`].
+//! [`config`], [`policy`], [`accounts`], [`auth`], [`tls`], [`peer_text`]
+//! (peer-supplied text made safe for logs).
 
 #[cfg(feature = "daemon")]
 pub mod accounts;
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod mover;
 #[cfg(feature = "daemon")]
 pub mod net;
+pub mod peer_text;
 pub mod policy;
 pub mod protocol;
 #[cfg(feature = "daemon")]

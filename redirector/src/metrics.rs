@@ -240,6 +240,48 @@ impl ErrorKind {
     }
 }
 
+/// Which admin surface refused a login (`surface` label of
+/// `redirector_admin_auth_failures_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminSurface {
+    /// Admin SQL: wrong user or password.
+    Sql,
+    /// REST / `/metrics`: a wrong bearer token.
+    Http,
+}
+
+impl AdminSurface {
+    pub const ALL: [AdminSurface; 2] = [AdminSurface::Sql, AdminSurface::Http];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminSurface::Sql => "sql",
+            AdminSurface::Http => "http",
+        }
+    }
+}
+
+/// Why an admin login was refused (`reason` label of
+/// `redirector_admin_auth_failures_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAuthFailure {
+    /// The credential was checked and is wrong.
+    Invalid,
+    /// The address is backing off after failures; the credential was not checked.
+    Throttled,
+}
+
+impl AdminAuthFailure {
+    pub const ALL: [AdminAuthFailure; 2] = [AdminAuthFailure::Invalid, AdminAuthFailure::Throttled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminAuthFailure::Invalid => "invalid",
+            AdminAuthFailure::Throttled => "throttled",
+        }
+    }
+}
+
 type Labels1 = [(&'static str, &'static str); 1];
 type Labels2 = [(&'static str, &'static str); 2];
 
@@ -256,6 +298,7 @@ pub struct Metrics {
     sessions_accepted: Counter,
     commands: Counter,
     auth_failures: Counter,
+    admin_auth_failures: Family<Labels2, Counter>,
     /// `[direction][datapath]`, pre-created so adding bytes is one atomic op.
     bytes: [[Counter; 2]; 2],
     moves: Family<Labels2, Counter>,
@@ -341,6 +384,23 @@ impl Metrics {
             auth_failures.clone(),
         );
 
+        let admin_auth_failures = Family::<Labels2, Counter>::default();
+        for surface in AdminSurface::ALL {
+            for reason in AdminAuthFailure::ALL {
+                drop(
+                    admin_auth_failures.get_or_create(&[
+                        ("surface", surface.as_str()),
+                        ("reason", reason.as_str()),
+                    ]),
+                );
+            }
+        }
+        registry.register(
+            "admin_auth_failures",
+            "Admin logins refused (admin SQL password, REST token), by surface and reason",
+            admin_auth_failures.clone(),
+        );
+
         let errors = Family::<Labels1, Counter>::default();
         for kind in ErrorKind::ALL {
             drop(errors.get_or_create(&[("kind", kind.as_str())]));
@@ -366,6 +426,7 @@ impl Metrics {
             sessions_accepted,
             commands,
             auth_failures,
+            admin_auth_failures,
             bytes,
             moves,
             move_duration,
@@ -395,6 +456,13 @@ impl Metrics {
     /// A client login refused by the redirector's own authentication.
     pub fn auth_failure(&self) {
         self.auth_failures.inc();
+    }
+
+    /// An admin login refused on `surface`.
+    pub fn admin_auth_failure(&self, surface: AdminSurface, reason: AdminAuthFailure) {
+        self.admin_auth_failures
+            .get_or_create(&[("surface", surface.as_str()), ("reason", reason.as_str())])
+            .inc();
     }
 
     /// `n` bytes relayed in `direction` on `datapath`.
@@ -463,6 +531,7 @@ mod tests {
         m.command();
         m.commands(4);
         m.auth_failure();
+        m.admin_auth_failure(AdminSurface::Http, AdminAuthFailure::Throttled);
         m.add_bytes(Direction::ClientToServer, DatapathKind::Userspace, 100);
         m.bytes(Direction::ServerToClient, DatapathKind::Ebpf)
             .inc_by(7);
@@ -475,6 +544,14 @@ mod tests {
         assert_eq!(v("redirector_sessions_accepted_total"), Some(2.0), "{t}");
         assert_eq!(v("redirector_commands_total"), Some(5.0));
         assert_eq!(v("redirector_auth_failures_total"), Some(1.0));
+        assert_eq!(
+            v(r#"redirector_admin_auth_failures_total{surface="http",reason="throttled"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            v(r#"redirector_admin_auth_failures_total{surface="sql",reason="invalid"}"#),
+            Some(0.0)
+        );
         assert_eq!(
             v(r#"redirector_bytes_total{direction="client_to_server",datapath="userspace"}"#),
             Some(100.0)

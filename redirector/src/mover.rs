@@ -18,6 +18,7 @@ use crate::app::App;
 use crate::backend::client::BackendConn;
 use crate::backend::{login, Backend, BackendError};
 use crate::metrics::{MoveReason, MoveResult};
+use crate::peer_text::escaped;
 use crate::policy::{plan_rebalance, ServerLoad, SessionInfo};
 use crate::session::{MoveRecord, MoveRequest, Session};
 
@@ -30,7 +31,8 @@ const DRAIN_SWEEP: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MoverError {
-    #[error("unknown server '{0}'")]
+    /// The name is as the operator typed it: shown escaped and cut.
+    #[error("unknown server '{}'", escaped(.0))]
     UnknownServer(String),
     #[error("unknown session{} {}", if .0.len() > 1 { "s" } else { "" }, join_ids(.0))]
     UnknownSessions(Vec<u64>),
@@ -46,11 +48,20 @@ pub enum MoverError {
     ServerExists(String),
 }
 
+/// The ids, the first 20 of them when there are more (a statement may
+/// list thousands).
 fn join_ids(ids: &[u64]) -> String {
-    ids.iter()
+    const SHOWN: usize = 20;
+    let mut text = ids
+        .iter()
+        .take(SHOWN)
         .map(|i| i.to_string())
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if ids.len() > SHOWN {
+        text.push_str(&format!(" and {} more", ids.len() - SHOWN));
+    }
+    text
 }
 
 /// Which sessions a move request covers.

@@ -45,6 +45,16 @@ impl AdminHttp {
         self
     }
 
+    /// Connects from `ip` (e.g. 127.0.0.2, to be another loopback client).
+    pub fn bound_to(mut self, ip: std::net::IpAddr) -> Result<AdminHttp> {
+        self.http = reqwest::Client::builder()
+            .no_proxy()
+            .local_address(ip)
+            .timeout(DEFAULT_TIMEOUT)
+            .build()?;
+        Ok(self)
+    }
+
     /// Per-request timeout (default 60 s).
     pub fn with_timeout(mut self, timeout: Duration) -> Result<AdminHttp> {
         self.http = client(timeout)?;

@@ -200,6 +200,7 @@ pub struct BedBuilder {
     mover_wait_timeout_s: Option<u64>,
     service_account: bool,
     accounts: Option<String>,
+    admin_extra: String,
     extra: String,
 }
 
@@ -225,6 +226,7 @@ impl Default for BedBuilder {
             mover_wait_timeout_s: None,
             service_account: false,
             accounts: None,
+            admin_extra: String::new(),
             extra: String::new(),
         }
     }
@@ -273,6 +275,13 @@ impl BedBuilder {
     /// `admin.user` / `admin.password` for the admin SQL port.
     pub fn admin_login(mut self, user: &str, password: &str) -> Self {
         self.admin_login = Some((user.to_string(), password.to_string()));
+        self
+    }
+
+    /// One more `[admin]` key (a limit, a timeout); `value` is TOML as
+    /// written. May be called again.
+    pub fn admin_option(mut self, key: &str, value: &str) -> Self {
+        self.admin_extra.push_str(&format!("{key} = {value}\n"));
         self
     }
 
@@ -341,6 +350,7 @@ impl BedBuilder {
         if let Some((user, password)) = &self.admin_login {
             cfg.push_str(&format!("user = \"{user}\"\npassword = \"{password}\"\n"));
         }
+        cfg.push_str(&self.admin_extra);
         cfg.push('\n');
         if let Some(s) = self.mover_wait_timeout_s {
             cfg.push_str(&format!("[mover]\ndefault_wait_timeout_s = {s}\n\n"));

@@ -65,6 +65,9 @@ async fn rest_api_and_metrics() -> Result<()> {
         .servers(2)
         .datapath(Datapath::Auto)
         .token(TOKEN)
+        // Every wrong token is checked here; the back-off has its own
+        // tests (hostile_admin.rs).
+        .admin_option("auth_backoff_initial_ms", "0")
         .start()?;
     let admin = b.http.clone();
     admin.wait_up().await?;
@@ -486,6 +489,7 @@ async fn metrics_need_token_off_loopback() -> Result<()> {
         .datapath(Datapath::Userspace)
         .http_address(&format!("0.0.0.0:{port}"))
         .token(TOKEN)
+        .admin_option("auth_backoff_initial_ms", "0")
         .start()?;
     // The client reaches 0.0.0.0 over loopback; every call names its token.
     let admin = &b.http;

@@ -47,6 +47,9 @@ fn start_bed(n: usize, configured: usize) -> Result<Bed> {
         .datapath(Datapath::Auto)
         .admin_login(ADMIN_USER, ADMIN_PASSWORD)
         .mover_wait_timeout(10)
+        // The login test checks each refusal's message in a row; the
+        // back-off has its own tests (hostile_admin.rs).
+        .admin_option("auth_backoff_initial_ms", "0")
         .start()
 }
 

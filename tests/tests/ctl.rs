@@ -83,6 +83,9 @@ async fn every_subcommand() -> Result<()> {
         .datapath(Datapath::Auto)
         .token(TOKEN)
         .mover_wait_timeout(10)
+        // A wrong token is followed at once by right ones; the back-off
+        // has its own tests (hostile_admin.rs).
+        .admin_option("auth_backoff_initial_ms", "0")
         .start()?;
     let configured = &bed.servers()[..2];
     let port_of = |name: &str| bed.port_of(name).ok();

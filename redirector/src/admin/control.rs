@@ -16,6 +16,7 @@ use crate::config::{
 };
 use crate::metrics::MoveReason;
 use crate::mover::{self, MoveReport, MoveSpec, MoverError};
+use crate::peer_text::escaped;
 
 /// Weight of a server added without one (the same default as `[[servers]]`).
 pub const DEFAULT_WEIGHT: u32 = 1;
@@ -166,7 +167,7 @@ pub async fn add_server(
     weight: Option<i64>,
 ) -> Result<ServerRow, ControlError> {
     validate_server_name(name)
-        .map_err(|e| ControlError::BadRequest(format!("name {name:?}: {e}")))?;
+        .map_err(|e| ControlError::BadRequest(format!("name '{}': {e}", escaped(name))))?;
     let weight = match weight {
         None => DEFAULT_WEIGHT,
         Some(w) => u32::try_from(w).ok().filter(|w| *w > 0).ok_or_else(|| {
@@ -178,10 +179,11 @@ pub async fn add_server(
     let resolved = tokio::task::spawn_blocking(move || resolve_socket_addr(&text))
         .await
         .map_err(|e| ControlError::Internal(format!("resolving the address: {e}")))?
-        .map_err(|e| ControlError::BadRequest(format!("address {address:?}: {e}")))?;
+        .map_err(|e| ControlError::BadRequest(format!("address '{}': {e}", escaped(address))))?;
     if let Some(why) = crate::config::server_address_problem(resolved) {
         return Err(ControlError::BadRequest(format!(
-            "address {address:?}: {why}"
+            "address '{}': {why}",
+            escaped(address)
         )));
     }
     add_server_to(app, name, resolved, weight)?;
@@ -231,6 +233,8 @@ pub fn set_policy(app: &App, text: &str) -> Result<PolicyDocument, ControlError>
         let doc = parse_policy(text, &names).map_err(ControlError::Policy)?;
         Ok::<_, ControlError>((Some(doc.clone()), doc))
     })?;
-    tracing::info!(policy = %serde_json::to_string(&doc).unwrap_or_default(), "placement policy replaced");
+    // JSON escapes control characters; a group id can still be long.
+    let json = serde_json::to_string(&doc).unwrap_or_default();
+    tracing::info!(policy = %escaped(&json).max_chars(1000), "placement policy replaced");
     Ok(doc)
 }

@@ -8,25 +8,40 @@
 //! token on loopback, the bearer token otherwise.
 //!
 //! Every error is JSON `{"error": "..."}` with a fitting status code.
+//!
+//! Bounds (`[admin]`), so that idle or half-sent requests cannot pile up:
+//! at most `http_max_connections` connections (more get 503 and are
+//! closed); request line and headers within `http_header_timeout_ms`
+//! (hyper's own header-read timeout, which also ends idle keep-alive
+//! connections); the body within `http_body_timeout_ms` and at most
+//! `http_max_body_bytes` (408 / 413). A wrong bearer token backs the
+//! address off ([`super::throttle`]; 429 with `Retry-After` meanwhile).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::control::{self, ControlError, ServerRow};
+use super::throttle::AuthThrottle;
 use crate::app::App;
-use crate::config::{PolicyDocument, PolicyError};
+use crate::config::{AdminLimits, PolicyDocument, PolicyError};
+use crate::metrics::AdminSurface;
 use crate::mover::{MoveReport, MoveSpec, Selection};
 use crate::session::SessionSnapshot;
 
@@ -65,33 +80,126 @@ impl Drop for HttpServer {
 }
 
 /// Binds `admin.http_address` and serves the API in a background task until
-/// the returned handle is dropped.
-pub async fn start(app: Arc<App>) -> Result<HttpServer, HttpError> {
+/// the returned handle is dropped. Wrong tokens count in `throttle`.
+pub async fn start(app: Arc<App>, throttle: Arc<AuthThrottle>) -> Result<HttpServer, HttpError> {
     let address = app.config.admin.http_address;
     let bind_err = |error| HttpError::Bind { address, error };
     let listener = TcpListener::bind(address).await.map_err(bind_err)?;
     let local_addr = listener.local_addr().map_err(bind_err)?;
-    let app = router(app, is_loopback(local_addr.ip()));
+    let limits = app.config.admin.limits.clone();
+    let routes = router(app, throttle, is_loopback(local_addr.ip()));
     tracing::info!(address = %local_addr, "admin HTTP API (REST /v1, /metrics) listening");
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "admin HTTP API stopped");
-        }
-    });
+    let task = tokio::spawn(serve(listener, routes, limits));
     Ok(HttpServer { local_addr, task })
+}
+
+/// How long a refused connection gets to send its request and read its 503.
+const REFUSAL_TIME: Duration = Duration::from_secs(2);
+/// At most one "connection limit reached" warning in this time.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The accept loop: hyper's HTTP/1 server per connection, with the
+/// connection limit and header-read timeout that `axum::serve` lacks.
+async fn serve(listener: TcpListener, routes: Router, limits: AdminLimits) {
+    let max = limits.http_max_connections as usize;
+    let slots = Arc::new(Semaphore::new(max));
+    // Refusals are bounded too: past this many, a connection is just closed.
+    let refusals = Arc::new(Semaphore::new(max));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.http_header_timeout);
+    let mut last_warning: Option<Instant> = None;
+    let mut refused = 0u64;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: keep the connections we have.
+                tracing::warn!(error = %e, "admin HTTP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            refused += 1;
+            if last_warning.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                tracing::warn!(client = %peer, refused, limit = max, "admin HTTP connection limit reached (admin.http_max_connections); refusing connections with 503");
+                last_warning = Some(Instant::now());
+                refused = 0;
+            }
+            if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let _ = tokio::time::timeout(REFUSAL_TIME, refuse(stream)).await;
+                });
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(routes.clone());
+        // The peer for the token back-off, as axum's ConnectInfo.
+        let service = hyper::service::service_fn(move |mut req| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            hyper::service::Service::call(&service, req)
+        });
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = conn.await {
+                tracing::debug!(client = %peer, error = %e, "admin HTTP connection ended");
+            }
+        });
+    }
+}
+
+/// Answers 503 once the request's head is in (an HTTP client does not
+/// expect an answer before it has sent its request), then reads what else
+/// the client sends until it closes, so the close is not a reset that
+/// loses the 503. The caller bounds the time.
+async fn refuse(mut stream: TcpStream) {
+    const BODY: &str =
+        r#"{"error":"too many admin HTTP connections (admin.http_max_connections)"}"#;
+    const MAX_READ: usize = 64 << 10;
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    let mut head_seen = false;
+    while buf.len() < MAX_READ {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if !head_seen && buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            head_seen = true;
+            let response = format!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{BODY}",
+                BODY.len()
+            );
+            if stream.write_all(response.as_bytes()).await.is_err()
+                || stream.shutdown().await.is_err()
+            {
+                return;
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
 struct Api {
     app: Arc<App>,
+    throttle: Arc<AuthThrottle>,
     /// Bound to a loopback address: no token needed when none is configured,
     /// and never for `/metrics`.
     loopback: bool,
 }
 
 /// The routes, for a server bound to a loopback address or not.
-pub fn router(app: Arc<App>, loopback: bool) -> Router {
-    let api = Api { app, loopback };
+pub fn router(app: Arc<App>, throttle: Arc<AuthThrottle>, loopback: bool) -> Router {
+    let limits = app.config.admin.limits.clone();
+    let api = Api {
+        app,
+        throttle,
+        loopback,
+    };
     let v1 = Router::new()
         .route("/sessions", get(get_sessions))
         .route("/sessions/move", post(move_sessions))
@@ -107,7 +215,52 @@ pub fn router(app: Arc<App>, loopback: bool) -> Router {
         .nest("/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // `read_body` enforces the size; the extractors need not again.
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(limits, read_body))
         .with_state(api)
+}
+
+/// Reads the whole body, within `http_body_timeout_ms` and
+/// `http_max_body_bytes`, before any handler runs: every body here is a
+/// small JSON document, and a handler that waits (a move) must not hold a
+/// half-sent request.
+async fn read_body(State(limits): State<AdminLimits>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let read = axum::body::to_bytes(body, limits.http_max_body_bytes);
+    let bytes = match tokio::time::timeout(limits.http_body_timeout, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let too_large = e.into_inner().is::<http_body_util::LengthLimitError>();
+            return closing(if too_large {
+                let msg = format!(
+                    "request body larger than {} bytes (admin.http_max_body_bytes)",
+                    limits.http_max_body_bytes
+                );
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, msg)
+            } else {
+                ApiError::bad_request("could not read the request body")
+            });
+        }
+        Err(_) => {
+            let msg = format!(
+                "request body not received within {} ms (admin.http_body_timeout_ms)",
+                limits.http_body_timeout.as_millis()
+            );
+            return closing(ApiError::new(StatusCode::REQUEST_TIMEOUT, msg));
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// An error after which the connection is closed: the rest of the
+/// request's body was not read.
+fn closing(e: ApiError) -> Response {
+    let mut resp = e.into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 // ---- errors ---------------------------------------------------------------
@@ -117,13 +270,24 @@ pub fn router(app: Arc<App>, loopback: bool) -> Router {
 struct ApiError {
     status: StatusCode,
     body: serde_json::Map<String, Value>,
+    /// `Retry-After` in seconds.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
         let mut body = serde_json::Map::new();
         body.insert("error".into(), Value::String(message.into()));
-        Self { status, body }
+        Self {
+            status,
+            body,
+            retry_after: None,
+        }
+    }
+
+    fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -161,6 +325,10 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         resp
     }
@@ -225,24 +393,54 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn check_token(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
-    match api.app.config.admin.token.as_deref() {
-        None if api.loopback => Ok(()),
-        None => Err(ApiError::unauthorized(
-            "no admin.token is configured, so the API is refused on a non-loopback address",
-        )),
-        Some(token) => match bearer(headers) {
-            None => Err(ApiError::unauthorized(
-                "missing bearer token: send 'Authorization: Bearer <admin.token>'",
-            )),
-            Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => Ok(()),
-            Some(_) => Err(ApiError::unauthorized("invalid bearer token")),
-        },
+/// Checks the bearer token of a request from `peer` (None only in tests
+/// that call the router directly). A wrong token backs `peer` off; while it
+/// does, its tokens are not checked (429). A missing token is a
+/// misconfigured client, not a guess, and is not counted.
+fn check_token(api: &Api, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<(), ApiError> {
+    let token = match api.app.config.admin.token.as_deref() {
+        None if api.loopback => return Ok(()),
+        None => {
+            return Err(ApiError::unauthorized(
+                "no admin.token is configured, so the API is refused on a non-loopback address",
+            ))
+        }
+        Some(token) => token,
+    };
+    let Some(given) = bearer(headers) else {
+        return Err(ApiError::unauthorized(
+            "missing bearer token: send 'Authorization: Bearer <admin.token>'",
+        ));
+    };
+    if let Some(ip) = peer {
+        if let Err(b) = api.throttle.check(ip, AdminSurface::Http) {
+            let secs = b.retry_in.as_secs() + 1;
+            return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, b.to_string())
+                .with("retry_after_s", secs)
+                .retry_after(secs));
+        }
+    }
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        if let Some(ip) = peer {
+            api.throttle.succeeded(ip);
+        }
+        Ok(())
+    } else {
+        if let Some(ip) = peer {
+            api.throttle.failed(ip, AdminSurface::Http);
+        }
+        Err(ApiError::unauthorized("invalid bearer token"))
     }
 }
 
+fn peer_ip(req: &Request) -> Option<IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
 async fn require_token(State(api): State<Api>, req: Request, next: Next) -> Response {
-    match check_token(&api, req.headers()) {
+    match check_token(&api, req.headers(), peer_ip(&req)) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
@@ -250,9 +448,9 @@ async fn require_token(State(api): State<Api>, req: Request, next: Next) -> Resp
 
 // ---- /metrics -----------------------------------------------------------------
 
-async fn get_metrics(State(api): State<Api>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn get_metrics(State(api): State<Api>, req: Request) -> Result<Response, ApiError> {
     if !api.loopback {
-        check_token(&api, &headers)?;
+        check_token(&api, req.headers(), peer_ip(&req))?;
     }
     let text = api
         .app

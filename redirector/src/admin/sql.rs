@@ -11,26 +11,38 @@
 //! packet ends only that connection. No TLS, no compression, no prepared
 //! statements (ERR 1047): the admin port is meant for loopback or a trusted
 //! network.
+//!
+//! Bounds (`[admin]`): a client must log in within `sql_login_timeout_ms`;
+//! at most `sql_max_connections` sessions are logged in at once, and as
+//! many connections may be in the handshake; when those are all taken, the
+//! oldest handshake is dropped for the new one, so silent connections
+//! cannot keep an operator out. Failed logins back off per address
+//! ([`super::throttle`]). Operations are logged by verb and target with
+//! peer text escaped ([`crate::peer_text`]), never as raw statement text.
 
 mod parse;
 mod table;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use self::parse::{Expr, Literal, SelectItem, Statement, SyntaxError, WaitOpts};
 use self::table::{Kind, QueryError, Table, Value};
 use super::control::{self, ControlError};
+use super::throttle::{AuthThrottle, BackingOff};
 use crate::app::App;
 use crate::config::{AdminConfig, PolicyDocument};
+use crate::metrics::AdminSurface;
 use crate::mover::{MoveReport, MoveSpec};
+use crate::peer_text::escaped;
 use crate::protocol::constants::capability::*;
 use crate::protocol::constants::command::{COM_INIT_DB, COM_PING, COM_QUERY, COM_QUIT};
 use crate::protocol::constants::{collation, error as er, status};
@@ -72,15 +84,18 @@ enum AdminConnError {
     Protocol(#[from] ProtocolError),
     #[error("SSL requested")]
     SslRequested,
-    #[error("access denied for '{0}'")]
+    #[error("access denied for '{}'", escaped(.0))]
     AccessDenied(String),
+    #[error("{0}")]
+    BackingOff(BackingOff),
 }
 
 /// Largest statement accepted (policy documents are the big ones).
 const MAX_PACKET: usize = 4 << 20;
-/// Admin connections served at once (each is cheap, but unbounded
-/// unauthenticated connections are not).
-const MAX_CONNECTIONS: usize = 64;
+/// Largest packet before login: a handshake response is a user name, a
+/// scramble and at most 64 KiB of connect attributes, so unauthenticated
+/// peers cannot make us buffer statement-sized packets.
+const MAX_LOGIN_PACKET: usize = 128 << 10;
 /// Reported by `@@wait_timeout` (clients use it to expire idle connections;
 /// we never close idle admin connections ourselves).
 const WAIT_TIMEOUT_S: i64 = 28_800;
@@ -118,19 +133,84 @@ impl Drop for SqlServer {
 }
 
 /// Binds `admin.sql_address` and serves admin SQL in a background task
-/// until the returned handle is dropped.
-pub async fn start(app: Arc<App>) -> Result<SqlServer, SqlError> {
+/// until the returned handle is dropped. Failed logins count in `throttle`.
+pub async fn start(app: Arc<App>, throttle: Arc<AuthThrottle>) -> Result<SqlServer, SqlError> {
     let address = app.config.admin.sql_address;
     let bind_err = |error| SqlError::Bind { address, error };
     let listener = TcpListener::bind(address).await.map_err(bind_err)?;
     let local_addr = listener.local_addr().map_err(bind_err)?;
     tracing::info!(address = %local_addr, "admin SQL listening");
-    let task = tokio::spawn(accept_loop(listener, app));
+    let task = tokio::spawn(accept_loop(listener, app, throttle));
     Ok(SqlServer { local_addr, task })
 }
 
-async fn accept_loop(listener: TcpListener, app: Arc<App>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// Connections in the handshake, oldest first (ids grow); each holds the
+/// sender whose drop tells it to give up its place.
+struct Handshakes {
+    max: usize,
+    waiting: Mutex<BTreeMap<u32, oneshot::Sender<()>>>,
+}
+
+/// A place among the handshakes; leaving it (drop) frees it.
+struct HandshakeSlot {
+    handshakes: Arc<Handshakes>,
+    id: u32,
+}
+
+impl Handshakes {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, oneshot::Sender<()>>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes a place for connection `id`, evicting the oldest when all are
+    /// taken; the receiver completes when `id` itself is evicted.
+    fn enter(self: &Arc<Self>, id: u32) -> (HandshakeSlot, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let mut waiting = self.waiting();
+        while waiting.len() >= self.max {
+            // Dropping the sender wakes the evicted connection's receiver.
+            if waiting.pop_first().is_none() {
+                break;
+            }
+        }
+        waiting.insert(id, tx);
+        drop(waiting);
+        let slot = HandshakeSlot {
+            handshakes: self.clone(),
+            id,
+        };
+        (slot, rx)
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.handshakes.waiting().remove(&self.id);
+    }
+}
+
+/// What every connection shares.
+struct Listener {
+    app: Arc<App>,
+    throttle: Arc<AuthThrottle>,
+    /// Logged-in sessions (`admin.sql_max_connections`).
+    sessions: Arc<Semaphore>,
+    handshakes: Arc<Handshakes>,
+}
+
+async fn accept_loop(listener: TcpListener, app: Arc<App>, throttle: Arc<AuthThrottle>) {
+    let max = app.config.admin.limits.sql_max_connections as usize;
+    let shared = Arc::new(Listener {
+        app,
+        throttle,
+        sessions: Arc::new(Semaphore::new(max)),
+        handshakes: Arc::new(Handshakes {
+            max,
+            waiting: Mutex::new(BTreeMap::new()),
+        }),
+    });
     let ids = AtomicU32::new(1);
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -143,16 +223,11 @@ async fn accept_loop(listener: TcpListener, app: Arc<App>) {
             }
         };
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        let app = app.clone();
-        let permit = slots.clone().try_acquire_owned();
+        // Taken here, in accept order, so "oldest" is well defined.
+        let handshake = shared.handshakes.enter(id);
+        let shared = shared.clone();
         tokio::spawn(async move {
-            let mut io = PacketIo::new(stream);
-            let Ok(_permit) = permit else {
-                tracing::warn!(client = %peer, "too many admin SQL connections");
-                io.fail(0, &ErrPacket::too_many_connections()).await;
-                return;
-            };
-            serve_connection(&app, io, peer, id).await;
+            serve_connection(&shared, PacketIo::new(stream), peer, id, handshake).await;
         });
     }
 }
@@ -167,16 +242,35 @@ struct Conn {
     database: Option<String>,
 }
 
-async fn serve_connection(app: &Arc<App>, mut io: PacketIo<TcpStream>, peer: SocketAddr, id: u32) {
+async fn serve_connection(
+    shared: &Listener,
+    mut io: PacketIo<TcpStream>,
+    peer: SocketAddr,
+    id: u32,
+    (slot, evicted): (HandshakeSlot, oneshot::Receiver<()>),
+) {
+    let app = &shared.app;
     let _ = io.io.set_nodelay(true);
-    let timeout = app.config.listen.handshake_timeout;
-    let conn = match tokio::time::timeout(timeout, login(&app.config.admin, &mut io, peer, id))
-        .await
-    {
-        Ok(Ok(conn)) => conn,
+    let timeout = app.config.admin.limits.sql_login_timeout;
+    let login = login(&app.config.admin, &shared.throttle, &mut io, peer, id);
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(timeout, login) => r,
+        _ = evicted => {
+            tracing::debug!(client = %peer, "admin SQL handshake dropped for a newer connection (all handshake places taken)");
+            return;
+        }
+    };
+    drop(slot);
+    let (conn, seq) = match outcome {
+        Ok(Ok(x)) => x,
         // Port probes (health checks) connect and leave: not worth a line.
         Ok(Err(AdminConnError::Packet(PacketIoError::Closed))) => {
             tracing::debug!(client = %peer, "admin SQL client left before logging in");
+            return;
+        }
+        // Logged once per burst by the throttle.
+        Ok(Err(e @ (AdminConnError::AccessDenied(_) | AdminConnError::BackingOff(_)))) => {
+            tracing::debug!(client = %peer, error = %e, "admin SQL login refused");
             return;
         }
         Ok(Err(e)) => {
@@ -184,11 +278,20 @@ async fn serve_connection(app: &Arc<App>, mut io: PacketIo<TcpStream>, peer: Soc
             return;
         }
         Err(_) => {
-            tracing::info!(client = %peer, ?timeout, "admin SQL client did not finish the handshake in time");
+            tracing::info!(client = %peer, ?timeout, "admin SQL client did not log in in time (admin.sql_login_timeout_ms)");
             return;
         }
     };
-    tracing::info!(client = %peer, user = %conn.user, "admin SQL session started");
+    let Ok(_session) = shared.sessions.clone().try_acquire_owned() else {
+        tracing::warn!(client = %peer, "too many admin SQL sessions (admin.sql_max_connections)");
+        io.fail(seq, &ErrPacket::too_many_connections()).await;
+        return;
+    };
+    if let Err(e) = io.write(seq, &ok_payload(conn.caps, 0, "")).await {
+        tracing::debug!(client = %peer, error = %e, "admin SQL client left while logging in");
+        return;
+    }
+    tracing::info!(client = %peer, user = %escaped(&conn.user), "admin SQL session started");
     match command_loop(app, &mut io, conn).await {
         Ok(()) => tracing::debug!(client = %peer, "admin SQL session closed"),
         Err(e) => tracing::info!(client = %peer, error = %e, "admin SQL session ended"),
@@ -197,13 +300,15 @@ async fn serve_connection(app: &Arc<App>, mut io: PacketIo<TcpStream>, peer: Soc
 
 // ---- connection phase -------------------------------------------------------
 
-/// Greets the client and checks `admin.user` / `admin.password`.
+/// Greets the client and checks `admin.user` / `admin.password`; the
+/// connection and the sequence number of the OK it is owed.
 async fn login(
     admin: &AdminConfig,
+    throttle: &AuthThrottle,
     io: &mut PacketIo<TcpStream>,
     peer: SocketAddr,
     id: u32,
-) -> Result<Conn, AdminConnError> {
+) -> Result<(Conn, u8), AdminConnError> {
     let greeting = InitialHandshake::for_client(
         SERVER_VERSION,
         id,
@@ -242,22 +347,31 @@ async fn login(
         seq = p.seq.wrapping_add(1);
         auth = p.payload.to_vec();
     }
+    if let Err(b) = throttle.check(peer.ip(), AdminSurface::Sql) {
+        let err = ErrPacket::new(
+            er::ER_ACCESS_DENIED_ERROR,
+            er::SQLSTATE_ACCESS_DENIED,
+            format!("Access denied: {b}"),
+        );
+        io.fail(seq, &err).await;
+        return Err(AdminConnError::BackingOff(b));
+    }
     if !credentials_ok(admin, &response.user, &auth, &scramble) {
-        tracing::warn!(user = %response.user, client = %peer, "admin SQL: access denied");
+        throttle.failed(peer.ip(), AdminSurface::Sql);
         let host = peer.ip().to_string();
         let err = ErrPacket::access_denied(&response.user, &host, !auth.is_empty());
         io.fail(seq, &err).await;
         return Err(AdminConnError::AccessDenied(response.user));
     }
-    let caps = response.capabilities & OFFERED;
-    io.write(seq, &ok_payload(caps, 0, "")).await?;
-    Ok(Conn {
+    throttle.succeeded(peer.ip());
+    let conn = Conn {
         id,
         user: response.user,
         peer,
-        caps,
+        caps: response.capabilities & OFFERED,
         database: response.database,
-    })
+    };
+    Ok((conn, seq))
 }
 
 /// Reads one packet; a malformed or oversized one gets the fitting ERR.
@@ -265,7 +379,7 @@ async fn read_or_reject(
     io: &mut PacketIo<TcpStream>,
     seq: u8,
 ) -> Result<crate::protocol::Packet, AdminConnError> {
-    match io.read(MAX_PACKET).await {
+    match io.read(MAX_LOGIN_PACKET).await {
         Ok(p) => Ok(p),
         Err(PacketIoError::Protocol(e)) => {
             let err = match e {
@@ -392,11 +506,61 @@ async fn send(io: &mut PacketIo<TcpStream>, seq: u8, payloads: &[Vec<u8>]) -> st
 
 // ---- statements ---------------------------------------------------------------
 
+/// An operation's verb and target for its log line, built from the parsed
+/// statement (never the raw text), names escaped and cut.
+fn operation(stmt: &Statement) -> Option<(&'static str, String)> {
+    let quoted = |name: &str| format!("'{}'", escaped(name));
+    let op = match stmt {
+        Statement::Move(m) => {
+            let sessions = match &m.sessions {
+                crate::mover::Selection::Ids(ids) => {
+                    let list: Vec<String> = ids.iter().take(8).map(u64::to_string).collect();
+                    let more = ids.len().saturating_sub(8);
+                    let more = if more > 0 {
+                        format!(" (+{more} more)")
+                    } else {
+                        String::new()
+                    };
+                    format!("sessions {}{more}", list.join(", "))
+                }
+                crate::mover::Selection::All => "all sessions".to_string(),
+                crate::mover::Selection::AllInactive => "all inactive sessions".to_string(),
+            };
+            let from = m.from.as_deref().map(|f| format!(" from {}", quoted(f)));
+            let target = format!(
+                "{sessions}{} to {}",
+                from.unwrap_or_default(),
+                quoted(&m.to)
+            );
+            ("CONTROL MOVE", target)
+        }
+        Statement::Drain { server, .. } => ("CONTROL DRAIN SERVER", quoted(server)),
+        Statement::Undrain { server } => ("CONTROL UNDRAIN SERVER", quoted(server)),
+        Statement::Rebalance { .. } => ("CONTROL REBALANCE", String::new()),
+        Statement::AddServer { name, address, .. } => (
+            "CONTROL ADD SERVER",
+            format!("{} address {}", quoted(name), quoted(address)),
+        ),
+        Statement::RemoveServer { server, .. } => ("CONTROL REMOVE SERVER", quoted(server)),
+        Statement::SetPolicy(json) => (
+            "ALTER SYSTEM SET AUTO_SCALING_POLICY",
+            format!("({} bytes)", json.len()),
+        ),
+        Statement::Select(_)
+        | Statement::SelectExprs { .. }
+        | Statement::ShowTables
+        | Statement::Ignored
+        | Statement::Empty => return None,
+    };
+    Some(op)
+}
+
 async fn execute(app: &Arc<App>, conn: &Conn, sql: &str) -> Reply {
     let stmt = match parse::parse(sql) {
         Ok(s) => s,
         Err(e) => return Reply::Err(syntax_error(&e)),
     };
+    let op = operation(&stmt);
     let result = match stmt {
         Statement::Select(select) => return select_table(app, &select),
         Statement::SelectExprs { items, limit } => return select_exprs(conn, &items, limit),
@@ -424,14 +588,17 @@ async fn execute(app: &Arc<App>, conn: &Conn, sql: &str) -> Reply {
             control::set_policy(app, &json).map(|doc| Reply::ok(0, policy_summary(&doc)))
         }
     };
-    // Only operations reach here: log each with its outcome.
+    // Only operations reach here: log each with its outcome. The error
+    // can quote peer text (an unknown server's name), so it is escaped too.
+    let (verb, target) = op.unwrap_or_default();
     match result {
         Ok(reply) => {
-            tracing::info!(client = %conn.peer, user = %conn.user, statement = %sql.trim(), "admin SQL operation done");
+            tracing::info!(client = %conn.peer, user = %escaped(&conn.user), verb = %verb, target = %target, "admin SQL operation done");
             reply
         }
         Err(e) => {
-            tracing::info!(client = %conn.peer, user = %conn.user, statement = %sql.trim(), error = %e, "admin SQL operation failed");
+            let error = e.to_string();
+            tracing::info!(client = %conn.peer, user = %escaped(&conn.user), verb = %verb, target = %target, error = %escaped(&error).max_chars(200), "admin SQL operation failed");
             Reply::Err(control_error(&e))
         }
     }
@@ -678,6 +845,7 @@ mod tests {
             user: "admin".into(),
             password: password.map(str::to_string),
             token: None,
+            limits: Default::default(),
         }
     }
 

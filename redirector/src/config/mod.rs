@@ -42,6 +42,15 @@ pub const DEFAULT_MAX_HANDSHAKES: u32 = 256;
 /// 512 MiB: 32 clients sending a 16 MiB packet at once.
 pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 512 << 20;
 pub const DEFAULT_ADMIN_USER: &str = "admin";
+/// Defaults of the `[admin]` limits (see [`AdminLimits`]).
+pub const DEFAULT_ADMIN_SQL_MAX_CONNECTIONS: u32 = 64;
+pub const DEFAULT_ADMIN_SQL_LOGIN_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_ADMIN_HTTP_MAX_CONNECTIONS: u32 = 64;
+pub const DEFAULT_ADMIN_HTTP_HEADER_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_ADMIN_HTTP_BODY_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_ADMIN_HTTP_MAX_BODY_BYTES: u64 = 1 << 20;
+pub const DEFAULT_ADMIN_AUTH_BACKOFF_INITIAL_MS: u64 = 100;
+pub const DEFAULT_ADMIN_AUTH_BACKOFF_MAX_MS: u64 = 10_000;
 
 /// A configuration error. Each message is a single line, prefixed by the file.
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +218,47 @@ pub struct AdminConfig {
     pub password: Option<String>,
     /// REST bearer token; `None` = no token (only allowed on loopback).
     pub token: Option<String>,
+    pub limits: AdminLimits,
+}
+
+/// Bounds on the admin listeners, so that unauthenticated peers cannot hold
+/// them or guess credentials quickly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminLimits {
+    /// Logged-in admin SQL sessions at once (as many more may be in the
+    /// handshake; when those are all taken the oldest one is dropped).
+    pub sql_max_connections: u32,
+    /// An admin SQL client must be logged in within this time.
+    pub sql_login_timeout: Duration,
+    /// REST connections at once; beyond that a connection gets 503.
+    pub http_max_connections: u32,
+    /// Time to send a request's line and headers (and most a connection
+    /// may idle between requests).
+    pub http_header_timeout: Duration,
+    /// Time to send a request's body once its headers are in.
+    pub http_body_timeout: Duration,
+    /// Largest request body (413 beyond).
+    pub http_max_body_bytes: usize,
+    /// Back-off after a failed admin login (SQL password or REST token)
+    /// from one address: doubles with each failure, up to the maximum.
+    /// Zero: no back-off (failures are still counted and logged).
+    pub auth_backoff_initial: Duration,
+    pub auth_backoff_max: Duration,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        AdminLimits {
+            sql_max_connections: DEFAULT_ADMIN_SQL_MAX_CONNECTIONS,
+            sql_login_timeout: Duration::from_millis(DEFAULT_ADMIN_SQL_LOGIN_TIMEOUT_MS),
+            http_max_connections: DEFAULT_ADMIN_HTTP_MAX_CONNECTIONS,
+            http_header_timeout: Duration::from_millis(DEFAULT_ADMIN_HTTP_HEADER_TIMEOUT_MS),
+            http_body_timeout: Duration::from_millis(DEFAULT_ADMIN_HTTP_BODY_TIMEOUT_MS),
+            http_max_body_bytes: DEFAULT_ADMIN_HTTP_MAX_BODY_BYTES as usize,
+            auth_backoff_initial: Duration::from_millis(DEFAULT_ADMIN_AUTH_BACKOFF_INITIAL_MS),
+            auth_backoff_max: Duration::from_millis(DEFAULT_ADMIN_AUTH_BACKOFF_MAX_MS),
+        }
+    }
 }
 
 impl fmt::Debug for AdminConfig {
@@ -219,6 +269,7 @@ impl fmt::Debug for AdminConfig {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -392,6 +443,14 @@ struct RawAdmin {
     user: Option<String>,
     password: Option<String>,
     token: Option<String>,
+    sql_max_connections: Option<i64>,
+    sql_login_timeout_ms: Option<i64>,
+    http_max_connections: Option<i64>,
+    http_header_timeout_ms: Option<i64>,
+    http_body_timeout_ms: Option<i64>,
+    http_max_body_bytes: Option<i64>,
+    auth_backoff_initial_ms: Option<i64>,
+    auth_backoff_max_ms: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -585,6 +644,73 @@ impl Resolver<'_> {
         }
     }
 
+    /// A duration in milliseconds, 1 ms to one day (longer is a typo).
+    fn millis(&self, key: &str, value: Option<i64>, default: u64) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_millis(
+            self.positive(key, value, default, 86_400_000)?,
+        ))
+    }
+
+    fn admin_limits(&self, raw: &RawAdmin) -> Result<AdminLimits, ConfigError> {
+        let limits = AdminLimits {
+            sql_max_connections: self.positive(
+                "admin.sql_max_connections",
+                raw.sql_max_connections,
+                DEFAULT_ADMIN_SQL_MAX_CONNECTIONS.into(),
+                100_000,
+            )? as u32,
+            sql_login_timeout: self.millis(
+                "admin.sql_login_timeout_ms",
+                raw.sql_login_timeout_ms,
+                DEFAULT_ADMIN_SQL_LOGIN_TIMEOUT_MS,
+            )?,
+            http_max_connections: self.positive(
+                "admin.http_max_connections",
+                raw.http_max_connections,
+                DEFAULT_ADMIN_HTTP_MAX_CONNECTIONS.into(),
+                100_000,
+            )? as u32,
+            http_header_timeout: self.millis(
+                "admin.http_header_timeout_ms",
+                raw.http_header_timeout_ms,
+                DEFAULT_ADMIN_HTTP_HEADER_TIMEOUT_MS,
+            )?,
+            http_body_timeout: self.millis(
+                "admin.http_body_timeout_ms",
+                raw.http_body_timeout_ms,
+                DEFAULT_ADMIN_HTTP_BODY_TIMEOUT_MS,
+            )?,
+            http_max_body_bytes: self.positive(
+                "admin.http_max_body_bytes",
+                raw.http_max_body_bytes,
+                DEFAULT_ADMIN_HTTP_MAX_BODY_BYTES,
+                64 << 20,
+            )? as usize,
+            // 0 turns the back-off off.
+            auth_backoff_initial: match raw.auth_backoff_initial_ms {
+                Some(0) => Duration::ZERO,
+                v => self.millis(
+                    "admin.auth_backoff_initial_ms",
+                    v,
+                    DEFAULT_ADMIN_AUTH_BACKOFF_INITIAL_MS,
+                )?,
+            },
+            auth_backoff_max: self.millis(
+                "admin.auth_backoff_max_ms",
+                raw.auth_backoff_max_ms,
+                DEFAULT_ADMIN_AUTH_BACKOFF_MAX_MS,
+            )?,
+        };
+        if limits.auth_backoff_initial > limits.auth_backoff_max {
+            return Err(self.invalid(
+                "admin.auth_backoff_initial_ms",
+                limits.auth_backoff_initial.as_millis().to_string(),
+                "must not exceed admin.auth_backoff_max_ms",
+            ));
+        }
+        Ok(limits)
+    }
+
     fn path(&self, p: PathBuf) -> PathBuf {
         if p.is_absolute() {
             p
@@ -695,6 +821,7 @@ impl Config {
             }),
         };
 
+        let limits = r.admin_limits(&raw.admin)?;
         let admin = AdminConfig {
             sql_address: r.address(
                 "admin.sql_address",
@@ -712,6 +839,7 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_ADMIN_USER.to_owned()),
             password: raw.admin.password,
             token: raw.admin.token,
+            limits,
         };
 
         let service = match (raw.auth.service_user, raw.auth.service_password) {

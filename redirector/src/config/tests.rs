@@ -47,6 +47,9 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.admin.sql_address, "127.0.0.1:6033".parse().unwrap());
     assert_eq!(c.admin.http_address, "127.0.0.1:9104".parse().unwrap());
     assert_eq!(c.admin.user, "admin");
+    assert_eq!(c.admin.limits, AdminLimits::default());
+    assert_eq!(c.admin.limits.sql_max_connections, 64);
+    assert_eq!(c.admin.limits.http_max_body_bytes, 1 << 20);
     assert_eq!(c.servers.len(), 1);
     assert_eq!(c.servers[0].weight, 1);
     assert_eq!(c.policy_source, PolicySource::Default);
@@ -290,6 +293,41 @@ fn listen_limits_are_checked() {
     err(
         &format!("{MINIMAL}\n[listen]\nhandshake_timeout_ms = -1\n"),
         "listen.handshake_timeout_ms = -1",
+    );
+}
+
+#[test]
+fn admin_limits_are_read_and_checked() {
+    let c = parse(&format!(
+        "{MINIMAL}\n[admin]\nsql_max_connections = 3\nsql_login_timeout_ms = 700\nhttp_max_connections = 4\nhttp_header_timeout_ms = 800\nhttp_body_timeout_ms = 900\nhttp_max_body_bytes = 1000\nauth_backoff_initial_ms = 10\nauth_backoff_max_ms = 20\n"
+    ))
+    .unwrap();
+    let l = &c.admin.limits;
+    assert_eq!((l.sql_max_connections, l.http_max_connections), (3, 4));
+    assert_eq!(l.sql_login_timeout, Duration::from_millis(700));
+    assert_eq!(l.http_header_timeout, Duration::from_millis(800));
+    assert_eq!(l.http_body_timeout, Duration::from_millis(900));
+    assert_eq!(l.http_max_body_bytes, 1000);
+    assert_eq!(
+        (l.auth_backoff_initial, l.auth_backoff_max),
+        (Duration::from_millis(10), Duration::from_millis(20))
+    );
+    err(
+        &format!("{MINIMAL}\n[admin]\nsql_max_connections = 0\n"),
+        "admin.sql_max_connections = 0: must be between 1",
+    );
+    err(
+        &format!("{MINIMAL}\n[admin]\nhttp_header_timeout_ms = -5\n"),
+        "admin.http_header_timeout_ms = -5",
+    );
+    let off = parse(&format!(
+        "{MINIMAL}\n[admin]\nauth_backoff_initial_ms = 0\n"
+    ))
+    .unwrap();
+    assert_eq!(off.admin.limits.auth_backoff_initial, Duration::ZERO);
+    err(
+        &format!("{MINIMAL}\n[admin]\nauth_backoff_initial_ms = 50\nauth_backoff_max_ms = 20\n"),
+        "admin.auth_backoff_initial_ms = 50: must not exceed admin.auth_backoff_max_ms",
     );
 }
 
