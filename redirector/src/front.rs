@@ -13,8 +13,8 @@ use crate::backend::login::{self, LoginError, LoginTimeout, HANDSHAKE_MAX_PACKET
 use crate::datapath::Offload;
 use crate::metrics::ErrorKind;
 use crate::net::ClientStream;
+use crate::peer_text;
 use crate::protocol::constants::capability::*;
-use crate::protocol::logsafe;
 use crate::protocol::{
     self, parse_client_hello, AuthSwitchRequest, BackendLoginParams, ClientHello, ErrPacket,
     GreetingTemplate, HandshakeResponse, InitialHandshake, PacketIo, PacketIoError, ProtocolError,
@@ -34,14 +34,14 @@ pub enum Refusal {
     #[error("second SSLRequest")]
     SecondSslRequest,
     /// The user name as the client sent it (shown escaped and cut).
-    #[error("access denied for '{}'", logsafe::peer(.0))]
+    #[error("access denied for '{}'", peer_text::escaped(.0))]
     AccessDenied(String),
     #[error("too many connections (listen.max_connections)")]
     TooManyConnections,
     #[error("no backend available")]
     NoBackend,
     /// The backend's error, which may quote the client's names.
-    #[error("backend {server}: {}", logsafe::peer(.message))]
+    #[error("backend {server}: {}", peer_text::escaped(.message))]
     BackendRefused { server: String, message: String },
     #[error("{0}")]
     AllBackendsFailed(String),
@@ -155,7 +155,7 @@ pub async fn serve_client(app: Arc<App>, stream: TcpStream, peer: SocketAddr) {
         slot,
     } = established;
     let session = guard.session().clone();
-    tracing::info!(parent: &span, user = %logsafe::peer(&session.user()), server = %session.server(), datapath = session.datapath().as_str(), "session established");
+    tracing::info!(parent: &span, user = %peer_text::escaped(&session.user()), server = %session.server(), datapath = session.datapath().as_str(), "session established");
     let PacketIo {
         io: client,
         buf: leftover,
@@ -282,7 +282,7 @@ async fn connect(
     let verified =
         crate::auth::verify(&app.accounts, &servers, &user, &auth_response, &scramble).await;
     let Some(sha1_password) = verified else {
-        tracing::info!(user = %logsafe::peer(&user), client = %peer, "access denied");
+        tracing::info!(user = %peer_text::escaped(&user), client = %peer, "access denied");
         app.metrics.auth_failure();
         io.fail(
             seq,

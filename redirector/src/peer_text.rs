@@ -1,12 +1,17 @@
-//! Peer-supplied text (user names, statement text, server names as typed)
-//! for logs and error messages: control characters escaped, so a newline
-//! or an ESC cannot forge log lines or drive a terminal, and truncated, so
+//! Peer-supplied text (user and schema names, statement text, server names
+//! as typed, a server's error message) for logs and error messages:
+//! control characters escaped, so a newline or an ESC cannot forge log
+//! lines or drive a terminal, and truncated (with the original length), so
 //! a megabyte of input does not become a megabyte of log.
+//!
+//! The one helper for this: wrap the text in [`escaped`] wherever it is
+//! formatted (`tracing` fields with `%`, `format!`, `#[error]` strings).
 
 use std::fmt;
 
-/// Characters of peer text shown by [`escaped`].
-pub const MAX_SHOWN_CHARS: usize = 64;
+/// Characters of peer text shown by [`escaped`]: more than MariaDB's
+/// longest user name (128 characters) and any identifier (64).
+pub const MAX_SHOWN_CHARS: usize = 128;
 
 /// `text` escaped and cut to [`MAX_SHOWN_CHARS`] characters (see [`Escaped`]).
 pub fn escaped(text: &str) -> Escaped<'_> {
@@ -45,7 +50,8 @@ impl fmt::Display for Escaped<'_> {
         use fmt::Write;
         for (shown, (i, c)) in self.text.char_indices().enumerate() {
             if shown == self.max_chars {
-                return write!(f, "…(+{} bytes)", self.text.len() - i);
+                let _ = i;
+                return write!(f, "…({} bytes)", self.text.len());
             }
             if c.is_control() || c == '\\' {
                 write!(f, "{}", c.escape_debug())?;
@@ -70,12 +76,15 @@ mod tests {
             escaped("a\nb\x1b[31m\\\u{202e}é").to_string(),
             "a\\nb\\u{1b}[31m\\\\\\u{202e}é"
         );
-        let long = "x".repeat(1000);
+        assert_eq!(escaped("grüße\t\r").to_string(), "grüße\\t\\r");
+        let long = "x".repeat(1 << 20);
         assert_eq!(
             escaped(&long).to_string(),
-            format!("{}…(+936 bytes)", "x".repeat(64))
+            format!("{}…(1048576 bytes)", "x".repeat(MAX_SHOWN_CHARS))
         );
-        assert_eq!(escaped("abcdef").max_chars(3).to_string(), "abc…(+3 bytes)");
+        let exact = "y".repeat(MAX_SHOWN_CHARS);
+        assert_eq!(escaped(&exact).to_string(), exact);
+        assert_eq!(escaped("abcdef").max_chars(3).to_string(), "abc…(6 bytes)");
         assert_eq!(escaped("abc").max_chars(3).to_string(), "abc");
     }
 }

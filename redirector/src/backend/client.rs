@@ -16,7 +16,7 @@ const MAX_REPLY: usize = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
-    #[error("server error {}: {}", .0.code, crate::protocol::logsafe::peer(&.0.message))]
+    #[error("server error {}: {}", .0.code, crate::peer_text::escaped(&.0.message))]
     Server(ErrPacket),
     #[error("backend {0}")]
     Io(#[from] PacketIoError),
@@ -100,7 +100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BackendConn<S> {
 
     /// Runs one statement; returns its rows (text protocol).
     pub async fn query(&mut self, sql: &str) -> Result<QueryResult, ConnError> {
-        tracing::debug!(sql = %crate::protocol::logsafe::peer(sql), "mover query");
+        tracing::debug!(sql = %crate::peer_text::escaped(sql), "mover query");
         self.command(COM_QUERY, sql.as_bytes()).await?;
         let first = self.read().await?;
         match first.first() {

@@ -28,7 +28,7 @@ pub enum LoginError {
     Connect(#[source] std::io::Error),
     #[error("{0}")]
     Protocol(#[from] ProtocolError),
-    #[error("server refused: {}", crate::protocol::logsafe::peer(&.0.message))]
+    #[error("server refused: {}", crate::peer_text::escaped(&.0.message))]
     Server(ErrPacket),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

@@ -49,7 +49,7 @@ pub enum ProtocolError {
     EmptyPacket(&'static str),
 
     /// The peer asked for an authentication plugin we do not implement.
-    #[error("authentication plugin '{}' is not supported (only mysql_native_password)", super::logsafe::peer(.0))]
+    #[error("authentication plugin '{}' is not supported (only mysql_native_password)", crate::peer_text::escaped(.0))]
     UnsupportedAuthPlugin(String),
 
     /// The peer lacks a capability we require.
@@ -57,7 +57,7 @@ pub enum ProtocolError {
     MissingCapability(&'static str),
 
     /// The server answered with an ERR packet.
-    #[error("server error {}: {}", .0.code, super::logsafe::peer(&.0.message))]
+    #[error("server error {}: {}", .0.code, crate::peer_text::escaped(&.0.message))]
     Server(ErrPacket),
 
     /// Underlying I/O failure (from the codec's stream).

@@ -13,7 +13,6 @@ pub mod error;
 pub mod handshake;
 #[cfg(feature = "daemon")]
 pub mod io;
-pub mod logsafe;
 pub mod packet;
 pub mod response;
 pub mod wire;

@@ -146,7 +146,7 @@ pub fn parse_session_state(block: &[u8]) -> Result<Vec<SessionStateChange>> {
 }
 
 pub use super::error::ErrPacket;
-use super::logsafe::peer;
+use crate::peer_text::escaped as peer;
 
 impl ErrPacket {
     pub fn new(code: u16, sql_state: &[u8; 5], message: impl Into<String>) -> Self {

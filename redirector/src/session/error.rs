@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::backend::client::ConnError;
 use crate::backend::login::LoginTimeout;
-use crate::protocol::logsafe::peer;
+use crate::peer_text::escaped as peer;
 
 /// State that stops a session from moving (shown per session as
 /// `NOT_MOVABLE_REASON`); the session stays where it is, unharmed.
