@@ -59,6 +59,7 @@ pub async fn serve(
     }
     let health = tokio::spawn(backend::health_loop(app.backends.clone(), HEALTH_INTERVAL));
     let sweep = tokio::spawn(crate::mover::drain_sweep(app.clone()));
+    let trim = tokio::spawn(trim_loop(app.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -100,8 +101,39 @@ pub async fn serve(
     }
     health.abort();
     sweep.abort();
+    trim.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Gives memory freed by ended sessions back to the system. glibc keeps
+/// what a burst of sessions freed in its per-thread arenas (after a churn
+/// of 200 clients the daemon stayed at 22 MiB resident against 9 MiB
+/// before it); `malloc_trim` releases the free pages of every arena. It
+/// runs when many sessions ended since the last look, not on every close.
+async fn trim_loop(app: Arc<App>) {
+    const TRIM_CHECK: Duration = Duration::from_secs(2);
+    const ENDED: usize = 16;
+    let mut tick = tokio::time::interval(TRIM_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut peak = 0usize;
+    loop {
+        tick.tick().await;
+        let now = app.sessions.len();
+        peak = peak.max(now);
+        if peak >= now + ENDED || (now == 0 && peak > 0) {
+            // SAFETY: malloc_trim has no preconditions; it only returns
+            // free pages to the system.
+            let released = unsafe { libc::malloc_trim(0) };
+            tracing::debug!(
+                sessions = now,
+                peak,
+                released,
+                "freed memory returned to the system"
+            );
+            peak = now;
+        }
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

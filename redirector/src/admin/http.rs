@@ -584,21 +584,25 @@ struct MoveBody {
     force: bool,
 }
 
+/// The sessions a move body asks for.
+fn selection(sessions: SessionsField) -> Result<Selection, ApiError> {
+    match sessions {
+        SessionsField::Ids(ids) if ids.is_empty() => {
+            Err(ApiError::bad_request("\"sessions\" lists no session"))
+        }
+        SessionsField::Ids(ids) => Ok(Selection::Ids(ids)),
+        SessionsField::Keyword(k) if k == "all" => Ok(Selection::All),
+        SessionsField::Keyword(k) if k == "all_inactive" => Ok(Selection::AllInactive),
+        SessionsField::Keyword(k) => Err(ApiError::bad_request(format!(
+            "\"sessions\": {:?} is neither a list of ids, \"all\" nor \"all_inactive\"",
+            crate::peer_text::escaped(&k).to_string()
+        ))),
+    }
+}
+
 async fn move_sessions(State(api): State<Api>, body: Bytes) -> Result<Json<MoveReport>, ApiError> {
     let req: MoveBody = json_body(&body)?;
-    let sessions = match req.sessions {
-        SessionsField::Ids(ids) if ids.is_empty() => {
-            return Err(ApiError::bad_request("\"sessions\" lists no session"))
-        }
-        SessionsField::Ids(ids) => Selection::Ids(ids),
-        SessionsField::Keyword(k) if k == "all" => Selection::All,
-        SessionsField::Keyword(k) if k == "all_inactive" => Selection::AllInactive,
-        SessionsField::Keyword(k) => {
-            return Err(ApiError::bad_request(format!(
-                "\"sessions\": {k:?} is neither a list of ids, \"all\" nor \"all_inactive\""
-            )))
-        }
-    };
+    let sessions = selection(req.sessions)?;
     let spec = MoveSpec {
         sessions,
         from: req.from,
@@ -625,9 +629,92 @@ async fn put_policy(State(api): State<Api>, body: Bytes) -> Result<Json<PolicyDo
     Ok(Json(control::set_policy(&api.app, text)?))
 }
 
+/// The JSON request bodies of the API (the `rest_json` fuzz target drives
+/// [`check_request_body`]).
+#[derive(Debug, Clone, Copy)]
+pub enum RequestBody {
+    /// `POST /v1/servers`
+    AddServer,
+    /// `DELETE /v1/servers/{name}`, `POST /v1/servers/{name}/drain`
+    Wait,
+    /// `POST /v1/rebalance`
+    Rebalance,
+    /// `POST /v1/sessions/move`
+    MoveSessions,
+    /// `PUT /v1/policy` (checked against servers `db1` and `db2`)
+    Policy,
+}
+
+/// Parses and checks a request body as its handler does before it touches
+/// the daemon's state. `Err`: the message of the 400 answer.
+pub fn check_request_body(kind: RequestBody, body: &[u8]) -> Result<(), String> {
+    let message = |e: ApiError| {
+        e.body
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    match kind {
+        RequestBody::AddServer => {
+            let req: AddServer = json_body(body).map_err(message)?;
+            crate::config::validate_server_name(&req.name)
+        }
+        RequestBody::Wait => optional_body::<WaitBody>(body).map(drop).map_err(message),
+        RequestBody::Rebalance => optional_body::<RebalanceBody>(body)
+            .map(drop)
+            .map_err(message),
+        RequestBody::MoveSessions => {
+            let req: MoveBody = json_body(body).map_err(message)?;
+            selection(req.sessions).map(drop).map_err(message)
+        }
+        RequestBody::Policy => {
+            let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
+            crate::config::parse_policy(text, &["db1", "db2"])
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_bodies_are_checked_as_the_handlers_do() {
+        let ok = [
+            (
+                RequestBody::AddServer,
+                &br#"{"name":"db3","address":"h:1"}"#[..],
+            ),
+            (RequestBody::Wait, b" "),
+            (RequestBody::Rebalance, br#"{"wait_timeout_s":5}"#),
+            (
+                RequestBody::MoveSessions,
+                br#"{"sessions":"all","to":"db2"}"#,
+            ),
+        ];
+        for (kind, body) in ok {
+            assert_eq!(check_request_body(kind, body), Ok(()), "{kind:?}");
+        }
+        let bad = [
+            (
+                RequestBody::AddServer,
+                &br#"{"name":"","address":"h:1"}"#[..],
+            ),
+            (RequestBody::Wait, br#"{"force":1}"#),
+            (RequestBody::MoveSessions, br#"{"sessions":[],"to":"db2"}"#),
+            (
+                RequestBody::MoveSessions,
+                br#"{"sessions":"some","to":"db2"}"#,
+            ),
+            (RequestBody::Policy, b"\xff"),
+        ];
+        for (kind, body) in bad {
+            assert!(check_request_body(kind, body).is_err(), "{kind:?}");
+        }
+    }
 
     #[test]
     fn bearer_parsing_and_comparison() {

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use mysql_async::prelude::*;
 use redirector_tests::client::opts;
-use redirector_tests::daemon::Redirector;
 use redirector_tests::raw::*;
 use redirector_tests::*;
 
@@ -374,25 +373,6 @@ async fn concurrent_logins_of_a_new_user() -> Result<()> {
     Ok(())
 }
 
-fn daemon_rss_kib(r: &Redirector) -> Result<u64> {
-    let marker = r.dir.to_string_lossy().to_string();
-    for e in std::fs::read_dir("/proc")? {
-        let e = e?;
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        if String::from_utf8_lossy(&cmd).contains(&marker) {
-            let status = std::fs::read_to_string(e.path().join("status"))?;
-            for l in status.lines() {
-                if let Some(v) = l.strip_prefix("VmRSS:") {
-                    return Ok(v.trim().trim_end_matches("kB").trim().parse()?);
-                }
-            }
-        }
-    }
-    bail!("daemon process not found")
-}
-
 /// Prepare + close in a loop on one long-lived connection (what pools with
 /// server-side prepared statements and no statement cache do). The relay's
 /// statement registry inserts on every PREPARE_OK and never removes on
@@ -409,14 +389,14 @@ async fn prepare_close_loop_does_not_grow_memory() -> Result<()> {
         let _: Option<i64> = c.exec_first(&st, (1,)).await?;
         c.close(st).await?;
     }
-    let before = daemon_rss_kib(&b.daemon)?;
+    let before = b.daemon.rss_kib()?;
     let n = 20_000;
     for i in 0..n {
         let st = c.prep(format!("SELECT ? + {i} /* {pad} */")).await?;
         let _: Option<i64> = c.exec_first(&st, (1,)).await?;
         c.close(st).await?;
     }
-    let after = daemon_rss_kib(&b.daemon)?;
+    let after = b.daemon.rss_kib()?;
     let grown_mib = (after.saturating_sub(before)) / 1024;
     println!("RSS {before} kB -> {after} kB after {n} prepare/execute/close");
     // 20k x 4 KB = ~80 MiB if every statement is kept.
