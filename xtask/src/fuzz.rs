@@ -18,13 +18,7 @@ use std::process::Command;
 use crate::util::{clean_cargo, project_root, step};
 
 /// Every target in fuzz/Cargo.toml.
-pub const TARGETS: &[&str] = &[
-    "packet_framing",
-    "handshake",
-    "state_machine",
-    "admin_sql",
-    "rest_json",
-];
+pub const TARGETS: &[&str] = &["packet_framing", "handshake", "state_machine"];
 
 /// Memory cap per fuzzing process; libFuzzer reports a crash above it.
 const RSS_LIMIT_MB: u32 = 2048;
