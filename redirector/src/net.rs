@@ -223,7 +223,7 @@ pub fn send_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
 pub fn has_input(s: &TcpStream) -> bool {
     let r = s.try_io(tokio::io::Interest::READABLE, || peek(s.as_fd()));
     match r {
-        Ok(()) => true,
+        Ok(_) => true,
         Err(e) => e.kind() != io::ErrorKind::WouldBlock,
     }
 }
@@ -231,28 +231,18 @@ pub fn has_input(s: &TcpStream) -> bool {
 /// [`has_input`] for a socket outside tokio's reactor.
 pub fn has_input_fd(fd: BorrowedFd<'_>) -> bool {
     match peek(fd) {
-        Ok(()) => true,
+        Ok(_) => true,
         Err(e) => e.kind() != io::ErrorKind::WouldBlock,
     }
 }
 
 /// Whether the peer closed its sending side and nothing is left unread.
 pub fn peer_closed(fd: BorrowedFd<'_>) -> bool {
-    let mut b = [0u8; 1];
-    // SAFETY: one-byte buffer.
-    let n = unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            b.as_mut_ptr().cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n == 0
+    matches!(peek(fd), Ok(0))
 }
 
-/// Peeks one byte without waiting.
-fn peek(fd: BorrowedFd<'_>) -> io::Result<()> {
+/// Peeks one byte without waiting: how many there are (0 at end of stream).
+fn peek(fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut b = [0u8; 1];
     // SAFETY: one-byte buffer.
     let n = unsafe {
@@ -263,11 +253,7 @@ fn peek(fd: BorrowedFd<'_>) -> io::Result<()> {
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// Makes the next close of `s` send a reset instead of a FIN (SO_LINGER

@@ -1,6 +1,6 @@
 // Included by tests/tests/mover.rs and mover_kernel.rs with `DATAPATH` set.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use mysql_async::prelude::*;
@@ -510,13 +510,30 @@ async fn failed_server_idle_sessions_carried_over_others_get_clean_error() -> Re
     ensure!(status == 200, "{body}");
 
     b.bed.server(&db1).context("db1")?.kill()?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Let the daemon notice before the clients speak: the carried sessions
+    // show as failovers. A kernel-carried session whose wake-up was missed
+    // notices at its next 1 s check; a command sent before that ends the
+    // session without the clear error (known defect, noted on #13), so
+    // wait past it too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let moves = b.http.get("/v1/moves").await?;
+        let failovers = moves
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|m| m["requested_by"] == "failover").count());
+        if failovers >= 2 {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "no failover recorded: {moves}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
 
     // Carried over: the same connections, now on db2, state intact.
-    ensure!(
-        cli.query("SELECT @@port")? == p2.to_string(),
-        "CLI session not carried over"
-    );
+    let port_now = cli
+        .query("SELECT @@port")
+        .with_context(|| format!("daemon log:\n{}", b.daemon.log()))?;
+    ensure!(port_now == p2.to_string(), "CLI session not carried over");
     let (kept, mode): (String, String) = moved
         .query_first("SELECT @kept, @@sql_mode")
         .await?
@@ -531,7 +548,10 @@ async fn failed_server_idle_sessions_carried_over_others_get_clean_error() -> Re
         Err(mysql_async::Error::Server(e)) => {
             ensure!(e.code == 2013 && e.message.contains(&db1), "{e:?}")
         }
-        other => anyhow::bail!("expected a lost-connection error, got {other:?}"),
+        other => anyhow::bail!(
+            "expected a lost-connection error, got {other:?}; daemon log:\n{}",
+            b.daemon.log()
+        ),
     }
     // The daemon serves new sessions (on the surviving server).
     let mut fresh = b.conn().await?;
