@@ -130,6 +130,7 @@ async fn blob_steps(b: &Bed) -> Result<()> {
     // packets below go through the daemon, and the session is not armed
     // again after them (the kernel's sk_msg accounting drifts on sends that
     // fill the client's socket buffer; see docs/configuration.md).
+    b.wait_in_kernel(c.id()).await?;
     for _ in 0..3 {
         c.query_drop("SELECT 1").await.context("SELECT 1")?;
     }
