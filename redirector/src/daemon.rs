@@ -106,6 +106,23 @@ pub async fn serve(
     Ok(())
 }
 
+/// One glibc malloc arena per runtime worker thread. glibc's default (one
+/// per thread that ever contended, up to 8 per core) gave the main thread,
+/// which only waits for shutdown after start, an arena of its own; each
+/// arena keeps pages pinned by a few live chunks after a burst of sessions
+/// ends. Measured over four 20 s churns of 200 clients: resident memory
+/// after each churn grew 13.2 → 14.4 → 15.4 → 14.8 MiB with three arenas,
+/// 12.3 → 12.7 → 12.9 → 13.1 MiB with two. Each worker still has an arena
+/// of its own, so allocations do not contend.
+pub fn limit_malloc_arenas(workers: usize) {
+    let arenas = libc::c_int::try_from(workers.max(1)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: mallopt only sets an allocator parameter; called before any
+    // thread but the main one exists.
+    if unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) } != 1 {
+        tracing::warn!(arenas, "could not limit the malloc arenas");
+    }
+}
+
 /// Gives memory freed by ended sessions back to the system. glibc keeps
 /// what a burst of sessions freed in its per-thread arenas (after a churn
 /// of 200 clients the daemon stayed at 22 MiB resident against 9 MiB

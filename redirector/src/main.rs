@@ -113,6 +113,11 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let config = redirector::config::Config::load(path)?;
-    let rt = tokio::runtime::Runtime::new()?;
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    redirector::daemon::limit_malloc_arenas(workers);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?;
     rt.block_on(redirector::run(config))
 }
