@@ -5,7 +5,8 @@
 //! ← [`datapath`] ← `session::{relay, migrate, change_user, driver}` ←
 //! [`app`] ← [`front`] ← [`mover`] ← [`admin`] ← [`daemon`]. Beside them:
 //! [`config`], [`policy`], [`accounts`], [`auth`], [`tls`], [`peer_text`]
-//! (peer-supplied text made safe for logs).
+//! (peer-supplied text made safe for logs), [`request`] (what operators
+//! send: admin SQL statements and REST bodies, parsed without the daemon).
 
 #[cfg(feature = "daemon")]
 pub mod accounts;
@@ -33,6 +34,7 @@ pub mod net;
 pub mod peer_text;
 pub mod policy;
 pub mod protocol;
+pub mod request;
 #[cfg(feature = "daemon")]
 pub mod session;
 #[cfg(feature = "daemon")]

@@ -64,15 +64,7 @@ fn join_ids(ids: &[u64]) -> String {
     text
 }
 
-/// Which sessions a move request covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
-    Ids(Vec<u64>),
-    /// Every session (of `from`, if given).
-    All,
-    /// Sessions idle and movable right now (of `from`, if given).
-    AllInactive,
-}
+pub use crate::request::Selection;
 
 /// A move request (`CONTROL MOVE …`, `POST /v1/sessions/move`).
 #[derive(Debug, Clone)]

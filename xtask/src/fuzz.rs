@@ -11,14 +11,28 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use std::process::Command;
 
 use crate::util::{clean_cargo, project_root, step};
 
 /// Every target in fuzz/Cargo.toml.
-pub const TARGETS: &[&str] = &["packet_framing", "handshake", "state_machine"];
+pub const TARGETS: &[&str] = &[
+    "packet_framing",
+    "handshake",
+    "state_machine",
+    "admin_sql",
+    "rest_json",
+];
+
+/// How long each target is fuzzed.
+#[derive(Debug, Clone, Copy)]
+pub enum Budget {
+    Seconds(u64),
+    /// A number of executions (inputs run), however long that takes.
+    Runs(u64),
+}
 
 /// Memory cap per fuzzing process; libFuzzer reports a crash above it.
 const RSS_LIMIT_MB: u32 = 2048;
@@ -48,9 +62,17 @@ fn fuzz_cargo() -> Command {
     c
 }
 
-/// Builds all targets once, then fuzzes each for `seconds`. Fails on the
-/// first target that finds a crash (or fails to build).
-pub fn run_fuzz(seconds: u64) -> Result<()> {
+/// Builds all targets once, then fuzzes each (`only`: just that one) for
+/// `budget`. Fails on the first target that finds a crash (or fails to
+/// build).
+pub fn run_fuzz(budget: Budget, only: Option<&str>) -> Result<()> {
+    if let Some(name) = only {
+        ensure!(
+            TARGETS.contains(&name),
+            "no fuzz target {name:?} (targets: {})",
+            TARGETS.join(", ")
+        );
+    }
     let root = project_root();
     let fuzz_dir = root.join("fuzz");
     let started = Instant::now();
@@ -64,14 +86,17 @@ pub fn run_fuzz(seconds: u64) -> Result<()> {
     )?;
     println!("    built in {:.1}s", build.elapsed().as_secs_f64());
 
-    for target in TARGETS {
+    for target in TARGETS.iter().filter(|t| only.is_none_or(|o| o == **t)) {
         let corpus = root.join("target/fuzz-corpus").join(target);
         let artifacts = root.join("target/fuzz-artifacts").join(target);
         seed_corpus(&fuzz_dir.join("seeds").join(target), &corpus)?;
         std::fs::create_dir_all(&artifacts)
             .with_context(|| format!("creating {}", artifacts.display()))?;
-        step(&format!("fuzzing {target} for {seconds}s"));
-        fuzz_one(&fuzz_dir, target, &corpus, &artifacts, seconds)?;
+        step(&match budget {
+            Budget::Seconds(s) => format!("fuzzing {target} for {s}s"),
+            Budget::Runs(n) => format!("fuzzing {target} for {n} executions"),
+        });
+        fuzz_one(&fuzz_dir, target, &corpus, &artifacts, budget)?;
     }
     println!(
         "==> fuzzing: {} targets clean in {:.1}s",
@@ -104,7 +129,7 @@ fn fuzz_one(
     target: &str,
     corpus: &Path,
     artifacts: &Path,
-    seconds: u64,
+    budget: Budget,
 ) -> Result<()> {
     let started = Instant::now();
     let mut c = fuzz_cargo();
@@ -112,7 +137,10 @@ fn fuzz_one(
         .args(["fuzz", "run", target])
         .arg(corpus)
         .arg("--")
-        .arg(format!("-max_total_time={seconds}"))
+        .arg(match budget {
+            Budget::Seconds(s) => format!("-max_total_time={s}"),
+            Budget::Runs(n) => format!("-runs={n}"),
+        })
         .arg(format!("-rss_limit_mb={RSS_LIMIT_MB}"))
         .arg(format!("-artifact_prefix={}/", artifacts.display()))
         // Only the summary lines: per-input progress would flood CI logs.

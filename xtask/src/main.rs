@@ -70,6 +70,13 @@ enum Command {
         /// Time per target.
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// Run each target for this many executions instead of a time
+        /// (e.g. 10000000 for the long run the hardening issue asks for).
+        #[arg(long, conflicts_with = "seconds")]
+        runs: Option<u64>,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
     },
 }
 
@@ -104,9 +111,14 @@ fn main() -> Result<()> {
             build_ebpf()?;
             test(&args)
         }
-        Command::Fuzz { seconds } => {
+        Command::Fuzz {
+            seconds,
+            runs,
+            target,
+        } => {
             setup::setup()?;
-            fuzz::run_fuzz(seconds)
+            let budget = runs.map_or(fuzz::Budget::Seconds(seconds), fuzz::Budget::Runs);
+            fuzz::run_fuzz(budget, target.as_deref())
         }
         Command::Bench {
             seconds,
@@ -192,7 +204,7 @@ fn test(extra: &[String]) -> Result<()> {
         "warnings",
     ]))?;
     util::step("bounded fuzzing (cargo fuzz, 15 s per target)");
-    fuzz::run_fuzz(15)?;
+    fuzz::run_fuzz(fuzz::Budget::Seconds(15), None)?;
     util::step("cargo test --release (builds the daemon too; integration tests need root and start real MariaDB servers)");
     let mut t = util::clean_cargo("stable");
     t.current_dir(&root)

@@ -30,7 +30,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -42,7 +41,8 @@ use super::throttle::AuthThrottle;
 use crate::app::App;
 use crate::config::{AdminLimits, PolicyDocument, PolicyError};
 use crate::metrics::AdminSurface;
-use crate::mover::{MoveReport, MoveSpec, Selection};
+use crate::mover::{MoveReport, MoveSpec};
+use crate::request::rest::{self, BodyError};
 use crate::session::SessionSnapshot;
 
 pub use super::control::DEFAULT_WEIGHT;
@@ -274,6 +274,18 @@ struct ApiError {
     retry_after: Option<u64>,
 }
 
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        let error = ApiError::bad_request(e.to_string());
+        match e {
+            BodyError::Json { line, column, .. } => error
+                .with("line", line as u64)
+                .with("column", column as u64),
+            BodyError::Invalid(_) => error,
+        }
+    }
+}
+
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
         let mut body = serde_json::Map::new();
@@ -472,46 +484,10 @@ async fn get_servers(State(api): State<Api>) -> Json<Vec<ServerRow>> {
     Json(control::server_rows(&api.app))
 }
 
-/// Body of `POST /v1/servers`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddServer {
-    name: String,
-    address: String,
-    #[serde(default)]
-    weight: Option<i64>,
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!("invalid JSON body: {e}"))
-            .with("line", e.line() as u64)
-            .with("column", e.column() as u64)
-    })
-}
-
 async fn add_server(State(api): State<Api>, body: Bytes) -> Result<Response, ApiError> {
-    let req: AddServer = json_body(&body)?;
+    let req: rest::AddServer = rest::json(&body)?;
     let row = control::add_server(&api.app, &req.name, &req.address, req.weight).await?;
     Ok((StatusCode::CREATED, Json(row)).into_response())
-}
-
-/// Optional body of `DELETE /v1/servers/{name}` and `POST …/drain`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WaitBody {
-    #[serde(default)]
-    wait_timeout_s: Option<f64>,
-    #[serde(default)]
-    force: bool,
-}
-
-fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        Ok(T::default())
-    } else {
-        json_body(body)
-    }
 }
 
 async fn remove_server(
@@ -519,7 +495,7 @@ async fn remove_server(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<MoveReport>, ApiError> {
-    let req: WaitBody = optional_body(&body)?;
+    let req: rest::WaitBody = rest::optional(&body)?;
     let wait = control::wait_timeout(&api.app, req.wait_timeout_s)?;
     Ok(Json(
         control::remove_server(&api.app, &name, wait, req.force).await?,
@@ -531,7 +507,7 @@ async fn drain(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<MoveReport>, ApiError> {
-    let req: WaitBody = optional_body(&body)?;
+    let req: rest::WaitBody = rest::optional(&body)?;
     let wait = control::wait_timeout(&api.app, req.wait_timeout_s)?;
     Ok(Json(
         control::drain(&api.app, &name, wait, req.force).await?,
@@ -546,63 +522,17 @@ async fn undrain(
     Ok(Json(control::server_rows(&api.app)))
 }
 
-/// Body of `POST /v1/rebalance` (optional).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RebalanceBody {
-    #[serde(default)]
-    wait_timeout_s: Option<f64>,
-}
-
 async fn rebalance(State(api): State<Api>, body: Bytes) -> Result<Json<MoveReport>, ApiError> {
-    let req: RebalanceBody = optional_body(&body)?;
+    let req: rest::RebalanceBody = rest::optional(&body)?;
     let wait = control::wait_timeout(&api.app, req.wait_timeout_s)?;
     Ok(Json(control::rebalance(&api.app, wait).await?))
 }
 
 // ---- /v1/sessions/move ----------------------------------------------------------
 
-/// `"sessions"`: a list of ids, `"all"` or `"all_inactive"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum SessionsField {
-    Ids(Vec<u64>),
-    Keyword(String),
-}
-
-/// Body of `POST /v1/sessions/move`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MoveBody {
-    sessions: SessionsField,
-    #[serde(default)]
-    from: Option<String>,
-    to: String,
-    #[serde(default)]
-    wait_timeout_s: Option<f64>,
-    #[serde(default)]
-    force: bool,
-}
-
-/// The sessions a move body asks for.
-fn selection(sessions: SessionsField) -> Result<Selection, ApiError> {
-    match sessions {
-        SessionsField::Ids(ids) if ids.is_empty() => {
-            Err(ApiError::bad_request("\"sessions\" lists no session"))
-        }
-        SessionsField::Ids(ids) => Ok(Selection::Ids(ids)),
-        SessionsField::Keyword(k) if k == "all" => Ok(Selection::All),
-        SessionsField::Keyword(k) if k == "all_inactive" => Ok(Selection::AllInactive),
-        SessionsField::Keyword(k) => Err(ApiError::bad_request(format!(
-            "\"sessions\": {:?} is neither a list of ids, \"all\" nor \"all_inactive\"",
-            crate::peer_text::escaped(&k).to_string()
-        ))),
-    }
-}
-
 async fn move_sessions(State(api): State<Api>, body: Bytes) -> Result<Json<MoveReport>, ApiError> {
-    let req: MoveBody = json_body(&body)?;
-    let sessions = selection(req.sessions)?;
+    let req: rest::MoveBody = rest::json(&body)?;
+    let sessions = req.sessions.selection()?;
     let spec = MoveSpec {
         sessions,
         from: req.from,
@@ -624,97 +554,13 @@ async fn get_policy(State(api): State<Api>) -> Json<PolicyDocument> {
 }
 
 async fn put_policy(State(api): State<Api>, body: Bytes) -> Result<Json<PolicyDocument>, ApiError> {
-    let text = std::str::from_utf8(&body)
-        .map_err(|e| ApiError::bad_request(format!("policy body is not UTF-8: {e}")))?;
+    let text = rest::policy_text(&body)?;
     Ok(Json(control::set_policy(&api.app, text)?))
-}
-
-/// The JSON request bodies of the API (the `rest_json` fuzz target drives
-/// [`check_request_body`]).
-#[derive(Debug, Clone, Copy)]
-pub enum RequestBody {
-    /// `POST /v1/servers`
-    AddServer,
-    /// `DELETE /v1/servers/{name}`, `POST /v1/servers/{name}/drain`
-    Wait,
-    /// `POST /v1/rebalance`
-    Rebalance,
-    /// `POST /v1/sessions/move`
-    MoveSessions,
-    /// `PUT /v1/policy` (checked against servers `db1` and `db2`)
-    Policy,
-}
-
-/// Parses and checks a request body as its handler does before it touches
-/// the daemon's state. `Err`: the message of the 400 answer.
-pub fn check_request_body(kind: RequestBody, body: &[u8]) -> Result<(), String> {
-    let message = |e: ApiError| {
-        e.body
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    match kind {
-        RequestBody::AddServer => {
-            let req: AddServer = json_body(body).map_err(message)?;
-            crate::config::validate_server_name(&req.name)
-        }
-        RequestBody::Wait => optional_body::<WaitBody>(body).map(drop).map_err(message),
-        RequestBody::Rebalance => optional_body::<RebalanceBody>(body)
-            .map(drop)
-            .map_err(message),
-        RequestBody::MoveSessions => {
-            let req: MoveBody = json_body(body).map_err(message)?;
-            selection(req.sessions).map(drop).map_err(message)
-        }
-        RequestBody::Policy => {
-            let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
-            crate::config::parse_policy(text, &["db1", "db2"])
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_bodies_are_checked_as_the_handlers_do() {
-        let ok = [
-            (
-                RequestBody::AddServer,
-                &br#"{"name":"db3","address":"h:1"}"#[..],
-            ),
-            (RequestBody::Wait, b" "),
-            (RequestBody::Rebalance, br#"{"wait_timeout_s":5}"#),
-            (
-                RequestBody::MoveSessions,
-                br#"{"sessions":"all","to":"db2"}"#,
-            ),
-        ];
-        for (kind, body) in ok {
-            assert_eq!(check_request_body(kind, body), Ok(()), "{kind:?}");
-        }
-        let bad = [
-            (
-                RequestBody::AddServer,
-                &br#"{"name":"","address":"h:1"}"#[..],
-            ),
-            (RequestBody::Wait, br#"{"force":1}"#),
-            (RequestBody::MoveSessions, br#"{"sessions":[],"to":"db2"}"#),
-            (
-                RequestBody::MoveSessions,
-                br#"{"sessions":"some","to":"db2"}"#,
-            ),
-            (RequestBody::Policy, b"\xff"),
-        ];
-        for (kind, body) in bad {
-            assert!(check_request_body(kind, body).is_err(), "{kind:?}");
-        }
-    }
 
     #[test]
     fn bearer_parsing_and_comparison() {

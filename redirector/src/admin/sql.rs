@@ -1,7 +1,7 @@
 //! Admin SQL on `admin.sql_address`: any MySQL/MariaDB client logs in as
 //! `admin.user` and runs `CONTROL …` statements, `ALTER SYSTEM SET
 //! AUTO_SCALING_POLICY` and `SELECT`s over the `sessions`, `servers` and
-//! `moves` tables (grammar in [`parse`], tables in [`table`]).
+//! `moves` tables (grammar in [`crate::request::sql`], tables in [`table`]).
 //!
 //! The server side of the protocol reuses the client-facing pieces of
 //! [`crate::protocol`]: the greeting, `mysql_native_password`
@@ -20,7 +20,6 @@
 //! ([`super::throttle`]). Operations are logged by verb and target with
 //! peer text escaped ([`crate::peer_text`]), never as raw statement text.
 
-mod parse;
 mod table;
 
 use std::collections::BTreeMap;
@@ -34,7 +33,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
-use self::parse::{Expr, Literal, SelectItem, Statement, SyntaxError, WaitOpts};
 use self::table::{Kind, QueryError, Table, Value};
 use super::control::{self, ControlError};
 use super::throttle::{AuthThrottle, BackingOff};
@@ -51,6 +49,9 @@ use crate::protocol::{
     AuthSwitchRequest, ClientHello, ErrPacket, InitialHandshake, OkPacket, ProtocolError,
 };
 use crate::protocol::{PacketIo, PacketIoError};
+use crate::request::sql::{
+    self as parse, Expr, Literal, SelectItem, Statement, SyntaxError, WaitOpts,
+};
 
 /// Capabilities we offer: protocol 4.1 with plugin auth. Not offered: TLS,
 /// compression, multi-statements, session tracking, query attributes (the
@@ -513,7 +514,7 @@ fn operation(stmt: &Statement) -> Option<(&'static str, String)> {
     let op = match stmt {
         Statement::Move(m) => {
             let sessions = match &m.sessions {
-                crate::mover::Selection::Ids(ids) => {
+                crate::request::Selection::Ids(ids) => {
                     let list: Vec<String> = ids.iter().take(8).map(u64::to_string).collect();
                     let more = ids.len().saturating_sub(8);
                     let more = if more > 0 {
@@ -523,8 +524,8 @@ fn operation(stmt: &Statement) -> Option<(&'static str, String)> {
                     };
                     format!("sessions {}{more}", list.join(", "))
                 }
-                crate::mover::Selection::All => "all sessions".to_string(),
-                crate::mover::Selection::AllInactive => "all inactive sessions".to_string(),
+                crate::request::Selection::All => "all sessions".to_string(),
+                crate::request::Selection::AllInactive => "all inactive sessions".to_string(),
             };
             let from = m.from.as_deref().map(|f| format!(" from {}", quoted(f)));
             let target = format!(
@@ -684,29 +685,6 @@ fn select_table(app: &App, select: &parse::Select) -> Reply {
         Ok(t) => Reply::Rows(t),
         Err(e) => Reply::Err(query_error(&e)),
     }
-}
-
-/// Parses `sql` as this port does and runs a `SELECT … FROM` over a
-/// two-row `servers` table (the `admin_sql` fuzz target drives this: the
-/// parser and the query engine must answer any text with a result or an
-/// error, never a panic). `Err`: the error's message.
-pub fn check_statement(sql: &str) -> Result<(), String> {
-    let stmt = parse::parse(sql).map_err(|e| e.to_string())?;
-    if let Statement::Select(select) = stmt {
-        let rows: Vec<control::ServerRow> = ["db1", "db2"]
-            .iter()
-            .enumerate()
-            .filter_map(|(i, name)| {
-                serde_json::from_value(serde_json::json!({
-                    "server_name": name, "address": format!("127.0.0.1:{}", 3307 + i),
-                    "weight": 10 * (i + 1), "state": "active", "sessions": i, "in_policy": true,
-                }))
-                .ok()
-            })
-            .collect();
-        table::query(table::servers(&rows), &select).map_err(|e| e.to_string())?;
-    }
-    Ok(())
 }
 
 fn show_tables() -> Table {
@@ -870,18 +848,6 @@ mod tests {
             token: None,
             limits: Default::default(),
         }
-    }
-
-    #[test]
-    fn statements_are_checked_without_a_daemon() {
-        assert_eq!(
-            check_statement(
-                "SELECT SERVER_NAME FROM servers WHERE WEIGHT = 20 ORDER BY SESSIONS DESC LIMIT 1"
-            ),
-            Ok(())
-        );
-        assert!(check_statement("SELECT NOPE FROM servers").is_err());
-        assert!(check_statement("CONTROL MOVE").is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use mysql_async::prelude::*;
 use redirector_tests::client::{connect, opts};
 use redirector_tests::daemon::Redirector;
+use redirector_tests::raw::{err_code, err_text, read_packet};
 use redirector_tests::*;
 
 /// This suite's daemon configuration, `extra` added.
@@ -260,26 +261,11 @@ async fn auth_accounts_from_config_hash_and_backends() -> Result<()> {
     Ok(())
 }
 
-/// Reads one MySQL packet from a raw socket: (seq, payload).
-fn read_packet(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
-    let mut h = [0u8; 4];
-    s.read_exact(&mut h)?;
-    let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
-    let mut p = vec![0u8; len];
-    s.read_exact(&mut p)?;
-    Ok((h[3], p))
-}
-
 /// After an error packet the server closes: reading gives EOF.
 fn assert_err_then_closed(s: &mut TcpStream, code: u16) {
     let (_, p) = read_packet(s).expect("an error packet");
     assert_eq!(<[u8]>::first(&p), Some(&0xff), "expected ERR, got {p:?}");
-    assert_eq!(
-        u16::from_le_bytes([p[1], p[2]]),
-        code,
-        "{}",
-        String::from_utf8_lossy(&p)
-    );
+    assert_eq!(err_code(&p), code, "{}", err_text(&p));
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
     assert!(rest.is_empty());

@@ -6,7 +6,7 @@
 //! statement shapes, and a syntax error must point at the text that is wrong
 //! ("near '...'"), which the token offsets give directly.
 
-use crate::mover::Selection;
+use super::Selection;
 
 /// How much of the remaining text a syntax error quotes (MariaDB quotes 80).
 const NEAR_CHARS: usize = 80;
