@@ -19,16 +19,42 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a graceful stop waits for sessions to end on their own.
 const DRAIN_ON_STOP: Duration = Duration::from_secs(5);
 
+/// Connections the client listener queues before they are accepted.
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let address = config.listen.address;
+    // Bound at once, so a taken address fails the start before anything
+    // else; listening only once every service a session uses is up.
+    let socket = bind_client_socket(address)?;
     // The data path first: a client accepted before the kernel programs are
     // attached would never be carried by them.
-    let address = config.listen.address;
     let app = build_app(config)?;
-    let listener = TcpListener::bind(address)
-        .await
+    let services = Services::start(&app).await?;
+    let listener = socket
+        .listen(LISTEN_BACKLOG)
+        .with_context(|| format!("listening on {address}"))?;
+    accept_loop(listener, app, services, shutdown_signal()).await
+}
+
+/// The client socket, bound but not yet listening: until it listens,
+/// connection attempts are refused, not queued for a daemon still starting.
+fn bind_client_socket(address: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpSocket> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .context("creating the client socket")?;
+    // As std's listeners: a restart can bind while old connections linger.
+    socket
+        .set_reuseaddr(true)
+        .context("setting SO_REUSEADDR on the client socket")?;
+    socket
+        .bind(address)
         .with_context(|| format!("binding the listener on {address}"))?;
-    serve(listener, app, shutdown_signal()).await
+    Ok(socket)
 }
 
 /// The daemon-wide state for a validated configuration, with the kernel
@@ -38,28 +64,70 @@ pub fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
     Ok(Arc::new(App::build(config, kernel)?))
 }
 
-/// Accepts clients on `listener` until `shutdown` completes.
+/// Starts the daemon's services, then accepts clients on `listener` until
+/// `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let services = Services::start(&app).await?;
+    accept_loop(listener, app, services, shutdown).await
+}
+
+/// What must run before the first client is accepted: the admin listeners,
+/// the greeting learnt from a backend (the version clients see), the
+/// accounts, and the background tasks.
+struct Services {
+    _admin_http: crate::admin::http::HttpServer,
+    _admin_sql: crate::admin::sql::SqlServer,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Services {
+    async fn start(app: &Arc<App>) -> anyhow::Result<Self> {
+        // One back-off for both surfaces: guesses count per address wherever made.
+        let throttle = Arc::new(crate::admin::throttle::AuthThrottle::new(
+            &app.config.admin.limits,
+            app.metrics.clone(),
+        ));
+        let admin_http = crate::admin::http::start(app.clone(), throttle.clone()).await?;
+        let admin_sql = crate::admin::sql::start(app.clone(), throttle).await?;
+        learn_greeting(app).await;
+        if let Err(e) = app.accounts.reload(&app.server_addresses()).await {
+            tracing::warn!(error = %e, "could not load accounts from the backends (will retry on demand)");
+        }
+        let tasks = vec![
+            tokio::spawn(backend::health_loop(app.backends.clone(), HEALTH_INTERVAL)),
+            tokio::spawn(crate::mover::drain_sweep(app.clone())),
+            tokio::spawn(trim_loop(app.clone())),
+        ];
+        Ok(Self {
+            _admin_http: admin_http,
+            _admin_sql: admin_sql,
+            tasks,
+        })
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Accepts clients on `listener` until `shutdown` completes, then gives the
+/// sessions [`DRAIN_ON_STOP`] to end.
+async fn accept_loop(
+    listener: TcpListener,
+    app: Arc<App>,
+    services: Services,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(address = %local, servers = app.backends.all().len(), "redirector listening");
-    // One back-off for both surfaces: guesses count per address wherever made.
-    let throttle = Arc::new(crate::admin::throttle::AuthThrottle::new(
-        &app.config.admin.limits,
-        app.metrics.clone(),
-    ));
-    let _admin_http = crate::admin::http::start(app.clone(), throttle.clone()).await?;
-    let _admin_sql = crate::admin::sql::start(app.clone(), throttle).await?;
-    learn_greeting(&app).await;
-    if let Err(e) = app.accounts.reload(&app.server_addresses()).await {
-        tracing::warn!(error = %e, "could not load accounts from the backends (will retry on demand)");
-    }
-    let health = tokio::spawn(backend::health_loop(app.backends.clone(), HEALTH_INTERVAL));
-    let sweep = tokio::spawn(crate::mover::drain_sweep(app.clone()));
-    let trim = tokio::spawn(trim_loop(app.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -99,9 +167,7 @@ pub async fn serve(
         tracing::info!(sessions = tasks.len(), "closing remaining sessions");
         tasks.shutdown().await;
     }
-    health.abort();
-    sweep.abort();
-    trim.abort();
+    drop(services);
     tracing::info!("stopped");
     Ok(())
 }
@@ -182,11 +248,17 @@ async fn learn_greeting(app: &App) {
             let p = io.read(1 << 16).await.ok()?;
             crate::protocol::InitialHandshake::parse(&p.payload).ok()
         };
-        if let Ok(Some(g)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
-            tracing::info!(server = %b.name, version = %g.server_version, "backend greeting");
-            *app.greeting.write().unwrap_or_else(|e| e.into_inner()) =
-                GreetingTemplate::from_backend(&g);
-            return;
+        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            Ok(Some(g)) => {
+                tracing::info!(server = %b.name, version = %g.server_version, "backend greeting");
+                *app.greeting.write().unwrap_or_else(|e| e.into_inner()) =
+                    GreetingTemplate::from_backend(&g);
+                return;
+            }
+            Ok(None) => tracing::warn!(server = %b.name, "no greeting from the server at start"),
+            Err(_) => {
+                tracing::warn!(server = %b.name, "the server did not greet within 2 s at start")
+            }
         }
     }
     tracing::warn!("no backend reachable at start; greeting with defaults");

@@ -151,6 +151,17 @@ impl Redirector {
     /// added (a free port) unless `body` has one; in a `[listen]` of its
     /// own, `{listen}` stands for the free address. Waits until it accepts.
     pub fn start(body: &str) -> Result<Self> {
+        let mut r = Self::spawn(body)?;
+        // The daemon listens on the client port last; the admin ports are
+        // waited for too, for daemons that do not.
+        r.wait_listening(r.addr, Duration::from_secs(20))?;
+        r.wait_listening(r.admin_sql, Duration::from_secs(20))?;
+        r.wait_listening(r.admin_http, Duration::from_secs(20))?;
+        Ok(r)
+    }
+
+    /// [`Redirector::start`] without waiting for anything.
+    pub fn spawn(body: &str) -> Result<Self> {
         // Not a port the caller's configuration (or our [admin]) uses.
         let admin = admin_toml()?;
         let mut port = free_port()?;
@@ -191,20 +202,39 @@ impl Redirector {
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting redirector")?;
-        let mut r = Redirector {
+        Ok(Redirector {
             child,
             addr,
             dir,
             log,
             admin_sql: config_address(&config, "sql_address", "127.0.0.1:6033")?,
             admin_http: config_address(&config, "http_address", "127.0.0.1:9104")?,
-        };
-        // The client listener is bound first, the admin listeners just
-        // after: wait for those too, so a test can use any of them at once.
-        r.wait_listening(r.addr, Duration::from_secs(20))?;
-        r.wait_listening(r.admin_sql, Duration::from_secs(20))?;
-        r.wait_listening(r.admin_http, Duration::from_secs(20))?;
-        Ok(r)
+        })
+    }
+
+    /// The first connection the client port accepts (tried every 2 ms), or
+    /// an error after `timeout` or if the daemon exits.
+    pub fn first_connection(&mut self, timeout: Duration) -> Result<TcpStream> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "redirector exited ({status}) before listening:\n{}",
+                    self.log()
+                );
+            }
+            if let Ok(s) = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)) {
+                return Ok(s);
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "redirector did not listen on {} within {timeout:?}:\n{}",
+                    self.addr,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     fn wait_listening(&mut self, addr: SocketAddr, timeout: Duration) -> Result<()> {

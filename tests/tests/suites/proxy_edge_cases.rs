@@ -22,6 +22,71 @@ fn setup(n: usize, extra: &str) -> Result<Bed> {
 
 // ---------------------------------------------------------------------------
 
+/// The version string of a HandshakeV10 payload.
+fn greeting_version(g: &[u8]) -> Result<String> {
+    let rest = g.get(1..).context("empty greeting")?;
+    let end = rest
+        .iter()
+        .position(|&b| b == 0)
+        .context("greeting without a version string")?;
+    Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
+}
+
+/// Ready means ready: the client port accepts its first connection only
+/// once the daemon serves it at once — both admin ports already accept,
+/// and the greeting (with the backend's version, learnt at start) follows
+/// without delay. The first configured server here accepts TCP but never
+/// greets, so learning the greeting waits 2 s for it: the old daemon
+/// completed client connections during that time and greeted them only
+/// after it.
+#[test]
+fn client_port_accepts_only_when_ready() -> Result<()> {
+    let bed = TestBed::start(1)?;
+    let hung = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let cfg = config("").config(bed.servers())?.replacen(
+        "[[servers]]",
+        &format!(
+            "[[servers]]\nname = \"hung\"\naddress = \"{}\"\nweight = 1\n\n[[servers]]",
+            hung.local_addr()?
+        ),
+        1,
+    );
+    let mut d = redirector_tests::daemon::Redirector::spawn(&cfg)?;
+    let mut first = d.first_connection(Duration::from_secs(20))?;
+    let connected = Instant::now();
+    let short = Duration::from_millis(200);
+    let admin_sql = std::net::TcpStream::connect_timeout(&d.admin_sql_addr(), short);
+    let admin_http = std::net::TcpStream::connect_timeout(&d.admin_http_addr(), short);
+    if admin_sql.is_err() || admin_http.is_err() {
+        bail!(
+            "the client port accepted before the admin ports: SQL {:?}, REST {:?}\n{}",
+            admin_sql.err(),
+            admin_http.err(),
+            d.log()
+        );
+    }
+    first.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let (_, greeting) = read_packet(&mut first)?;
+    let waited = connected.elapsed();
+    let (_, backend_greeting) = {
+        let mut s = std::net::TcpStream::connect(bed.servers()[0].addr())?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        read_packet(&mut s)?
+    };
+    assert_eq!(
+        greeting_version(&greeting)?,
+        greeting_version(&backend_greeting)?,
+        "the first client was greeted with a version not learnt from the backend"
+    );
+    if waited > Duration::from_secs(1) {
+        bail!(
+            "the first connection waited {waited:?} for its greeting: the port accepted before the daemon was ready\n{}",
+            d.log()
+        );
+    }
+    Ok(())
+}
+
 /// A client that sends a command and then half-closes its socket (shutdown
 /// SHUT_WR, e.g. `printf ... | nc -N`) still gets the answer from MariaDB.
 /// Through the proxy the reply is dropped: on client EOF the relay returns
