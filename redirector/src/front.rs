@@ -362,15 +362,21 @@ async fn connect(
             last_problem = format!("server {} lacks capabilities 0x{missing:08x}", backend.name);
             continue;
         }
-        // Session tracking lets the relay know when the state changes, so
-        // a session whose state is known can survive the loss of its
-        // server (the mover keeps the last state it read).
-        let state_tracked = match login::enable_state_tracking(&mut l.stream, session_caps).await {
-            Ok(t) => t,
-            Err(e) => {
-                last_problem = format!("{}: {e}", backend.name);
-                continue;
+        // Session tracking would tell the relay when the state changes, so
+        // that a session whose server dies can be carried over after
+        // statements that left its state alone; but the client would see
+        // it (the variable, the status flag, OK packet bytes). Only when
+        // the operator chose that trade (`mover.failover_state_tracking`).
+        let state_tracked = if app.config.mover.failover_state_tracking {
+            match login::enable_state_tracking(&mut l.stream, session_caps).await {
+                Ok(t) => t,
+                Err(e) => {
+                    last_problem = format!("{}: {e}", backend.name);
+                    continue;
+                }
             }
+        } else {
+            false
         };
         *app.greeting.write().unwrap_or_else(|e| e.into_inner()) =
             GreetingTemplate::from_backend(l.login.greeting());

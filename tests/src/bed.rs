@@ -202,6 +202,7 @@ pub struct BedBuilder {
     sql_address: Option<String>,
     http_address: Option<String>,
     mover_wait_timeout_s: Option<u64>,
+    failover_state_tracking: bool,
     service_account: bool,
     accounts: Option<String>,
     admin_extra: String,
@@ -228,6 +229,7 @@ impl Default for BedBuilder {
             sql_address: None,
             http_address: None,
             mover_wait_timeout_s: None,
+            failover_state_tracking: false,
             service_account: false,
             accounts: None,
             admin_extra: String::new(),
@@ -307,6 +309,12 @@ impl BedBuilder {
         self
     }
 
+    /// `[mover] failover_state_tracking = true`.
+    pub fn failover_state_tracking(mut self) -> Self {
+        self.failover_state_tracking = true;
+        self
+    }
+
     /// `[auth]` with the service account, so the daemon loads accounts
     /// from the backends.
     pub fn service_account(mut self) -> Self {
@@ -356,8 +364,15 @@ impl BedBuilder {
         }
         cfg.push_str(&self.admin_extra);
         cfg.push('\n');
-        if let Some(s) = self.mover_wait_timeout_s {
-            cfg.push_str(&format!("[mover]\ndefault_wait_timeout_s = {s}\n\n"));
+        if self.mover_wait_timeout_s.is_some() || self.failover_state_tracking {
+            cfg.push_str("[mover]\n");
+            if let Some(s) = self.mover_wait_timeout_s {
+                cfg.push_str(&format!("default_wait_timeout_s = {s}\n"));
+            }
+            if self.failover_state_tracking {
+                cfg.push_str("failover_state_tracking = true\n");
+            }
+            cfg.push('\n');
         }
         cfg.push_str(&self.extra);
         if let Some(p) = &self.policy {

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use sha1::{Digest, Sha1};
 
 use crate::TEST_DB;
@@ -285,6 +285,20 @@ impl Raw {
             }
             rows.push(row);
         }
+    }
+
+    /// Runs a statement that answers with one packet (OK or ERR) and
+    /// returns that packet's payload, byte for byte.
+    pub fn reply(&mut self, sql: &str) -> Result<Vec<u8>> {
+        let mut p = vec![3u8];
+        p.extend_from_slice(sql.as_bytes());
+        self.s.write_all(&packet(0, &p))?;
+        let (_, reply) = read_packet(&mut self.s)?;
+        ensure!(
+            matches!(reply.first(), Some(0x00 | 0xFF)),
+            "{sql}: not an OK or ERR packet: {reply:?}"
+        );
+        Ok(reply)
     }
 
     pub fn one(&mut self, sql: &str) -> Result<Option<String>> {

@@ -142,6 +142,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BackendConn<S> {
         }
     }
 
+    /// A command (`payload` = command byte and body) whose reply is one
+    /// OK or ERR packet.
+    pub async fn ok_or_err(&mut self, payload: &[u8]) -> Result<(), ConnError> {
+        self.io.write(0, payload).await?;
+        let p = self.read().await?;
+        match p.first() {
+            Some(0x00) => Ok(()),
+            Some(0xff) => Err(server_error(&p)),
+            _ => Err(ConnError::Unexpected("reply is neither OK nor ERR")),
+        }
+    }
+
     /// COM_INIT_DB: selects the default schema.
     pub async fn init_db(&mut self, schema: &str) -> Result<(), ConnError> {
         self.command(COM_INIT_DB, schema.as_bytes()).await?;

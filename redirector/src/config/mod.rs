@@ -378,6 +378,13 @@ pub struct MoverConfig {
     pub default_wait_timeout: Duration,
     /// Most moves per second a rebalance starts.
     pub rebalance_rate: u32,
+    /// `mover.failover_state_tracking`: turn on `session_track_state_change`
+    /// on the backend connections of clients that negotiate session tracking,
+    /// so that a session whose server dies can be carried over after
+    /// statements that did not change its state. Off by default: the client
+    /// then sees what it would not see directly (the variable reads 1, OK
+    /// packets carry SESSION_STATE_CHANGED and its tracking data).
+    pub failover_state_tracking: bool,
 }
 
 /// Default of `mover.default_wait_timeout_s`.
@@ -413,6 +420,7 @@ struct RawConfig {
 struct RawMover {
     default_wait_timeout_s: Option<i64>,
     rebalance_rate: Option<i64>,
+    failover_state_tracking: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -988,6 +996,7 @@ impl Config {
                 DEFAULT_REBALANCE_RATE.into(),
                 1_000_000,
             )? as u32,
+            failover_state_tracking: raw.mover.failover_state_tracking.unwrap_or(false),
         };
 
         Ok(Config {

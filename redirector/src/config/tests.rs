@@ -59,6 +59,9 @@ fn minimal_config_gets_defaults() {
     );
     assert_eq!(c.policy().weight_of("db1"), Some(1));
     assert_eq!(c.tls, None);
+    assert!(!c.mover.failover_state_tracking);
+    let opted_in = format!("{MINIMAL}\n[mover]\nfailover_state_tracking = true\n");
+    assert!(parse(&opted_in).unwrap().mover.failover_state_tracking);
 }
 
 #[test]

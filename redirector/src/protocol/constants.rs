@@ -57,6 +57,12 @@ pub mod error {
     /// `ER_ACCESS_DENIED_ERROR`, SQLSTATE 28000:
     /// "Access denied for user '%s'@'%s' (using password: %s)".
     pub const ER_ACCESS_DENIED_ERROR: u16 = 1045;
+    /// `ER_NO_SUCH_THREAD`, SQLSTATE HY000: "Unknown thread id: %lu".
+    pub const ER_NO_SUCH_THREAD: u16 = 1094;
+    /// `ER_KILL_DENIED_ERROR`, SQLSTATE HY000: "You are not owner of thread %lu".
+    pub const ER_KILL_DENIED_ERROR: u16 = 1095;
+    /// `ER_NOT_SUPPORTED_YET`, SQLSTATE 42000.
+    pub const ER_NOT_SUPPORTED_YET: u16 = 1235;
     /// `ER_UNKNOWN_COM_ERROR`, SQLSTATE 08S01.
     pub const ER_UNKNOWN_COM_ERROR: u16 = 1047;
     pub const MSG_UNKNOWN_COM_ERROR: &str = "Unknown command";

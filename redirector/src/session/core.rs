@@ -62,6 +62,10 @@ pub struct Core {
     pub known: Option<Known>,
     /// The last client packet was a full 0xFFFFFF fragment.
     pub client_continues: bool,
+    /// Backend thread ids of the session's earlier connections (before
+    /// moves): `CONNECTION_ID()` returned them, so a KILL naming one means
+    /// the session itself (see `kill`). The newest last, a few kept.
+    pub past_threads: Vec<u32>,
 }
 
 impl Core {
@@ -80,6 +84,7 @@ impl Core {
             hints: Hints::default(),
             known: None,
             client_continues: false,
+            past_threads: Vec::new(),
         };
         // Right after login the state is the login's (schema, collation),
         // plus the state tracking if it was turned on.

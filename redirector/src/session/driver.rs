@@ -8,6 +8,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::change_user;
 use super::core::Core;
+use super::kill;
 use super::migrate;
 use super::relay::{Farewell, Pair, Relay, RelayError, Step};
 use crate::datapath::{Armed, Offload, Parked, Report};
@@ -74,6 +75,13 @@ async fn drive(
             }
             Step::Move(req) => migrate::execute(core, pair, req).await?,
             Step::ChangeUser(packet) => change_user::run(core, pair, packet).await?,
+            Step::Kill(packet) => {
+                if kill::run(core, pair, packet).await? {
+                    // It killed its own connection: the server closed it.
+                    let _ = pair.client.shutdown().await;
+                    return Ok(());
+                }
+            }
             Step::BackendLost(Farewell::Error { code, packet }) => {
                 // The server ended this connection only (a DBA's KILL, the
                 // client's own protocol error): the client hears it as it

@@ -208,6 +208,10 @@ fn adopt(
     state: CapturedState,
 ) {
     core.session.record_move(target_name);
+    if core.past_threads.len() >= super::kill::PAST_THREADS_KEPT {
+        core.past_threads.remove(0);
+    }
+    core.past_threads.push(core.session.backend_thread());
     core.session
         .set_backend_thread(login.greeting().connection_id);
     core.session.set_schema(state.schema.clone());

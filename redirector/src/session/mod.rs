@@ -5,7 +5,7 @@
 //! A session is served by one task running [`driver::run`]: the relay
 //! ([`relay`]) pumps bytes and stops at a step the driver hands to a module
 //! of its own: moves and failover ([`migrate`]), COM_CHANGE_USER
-//! ([`change_user`]), the kernel offload (`crate::datapath`). The driver
+//! ([`change_user`]), KILL ([`kill`]), the kernel offload (`crate::datapath`). The driver
 //! updates a session's live fields as the protocol state machine sees
 //! commands and responses; readers take a [`SessionSnapshot`].
 
@@ -14,6 +14,7 @@ pub mod change_user;
 pub mod core;
 pub mod driver;
 pub mod error;
+pub mod kill;
 pub mod migrate;
 pub mod relay;
 pub mod state;

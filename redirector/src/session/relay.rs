@@ -76,6 +76,9 @@ pub enum Step {
     Move(MoveRequest),
     /// A COM_CHANGE_USER, everything before it answered.
     ChangeUser(BytesMut),
+    /// A KILL (statement or COM_PROCESS_KILL), everything before it
+    /// answered: the redirector maps the id it names.
+    Kill(BytesMut),
     /// The backend closed (or spoke unasked) while the session was idle.
     BackendLost(Farewell),
     /// The session is over.
@@ -120,7 +123,8 @@ pub struct Relay {
     sbuf: BytesMut,
     to_backend: BytesMut,
     to_client: BytesMut,
-    /// A COM_CHANGE_USER waits here until everything before it is answered.
+    /// A COM_CHANGE_USER or KILL waits here until everything before it is
+    /// answered.
     held: Option<BytesMut>,
     /// The client shut its sending side: answer what it sent, then close.
     client_eof: bool,
@@ -250,7 +254,11 @@ impl Relay {
             }
             if flushed && core.proto.idle() {
                 if let Some(packet) = self.held.take() {
-                    return Ok(Step::ChangeUser(packet));
+                    return Ok(if packet.get(4) == Some(&COM_CHANGE_USER) {
+                        Step::ChangeUser(packet)
+                    } else {
+                        Step::Kill(packet)
+                    });
                 }
             }
             let quiet = offer_quiet
@@ -411,7 +419,10 @@ impl Relay {
             let first = self.cbuf.get(4).copied();
             let mut packet = self.cbuf.split_to(total);
             core.client_continues = total - 4 == protocol::MAX_FRAGMENT;
-            if starts_command && first == Some(COM_CHANGE_USER) {
+            if starts_command
+                && (first == Some(COM_CHANGE_USER)
+                    || (!core.client_continues && super::kill::intercepts(&packet)))
+            {
                 self.held = Some(packet);
                 break;
             }

@@ -471,7 +471,15 @@ async fn bad_move_requests_are_refused_clearly() -> Result<()> {
 /// command.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_server_idle_sessions_carried_over_others_get_clean_error() -> Result<()> {
-    let b = start(2)?;
+    // With the operator's opt-in to state tracking (off by default: the
+    // client would see it).
+    let b = Bed::builder()
+        .servers(2)
+        .datapath(DATAPATH)
+        .mover_wait_timeout(5)
+        .round_robin()
+        .failover_state_tracking()
+        .start()?;
     let db1 = b.bed.servers()[0].name.clone();
     let db2 = b.bed.servers()[1].name.clone();
     let (p1, p2) = (b.port_of(&db1)?, b.port_of(&db2)?);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use mysql_async::prelude::*;
-use redirector_tests::client::opts;
+use redirector_tests::client::{opts, session_id};
 use redirector_tests::raw::*;
 use redirector_tests::*;
 
@@ -150,6 +150,47 @@ fn reduced_client_capabilities() -> Result<()> {
                 "{name} {what}"
             );
         }
+    }
+    Ok(())
+}
+
+/// The proxy's own needs never show: a client that negotiates session
+/// tracking gets the very OK packets (status flags, session-state data)
+/// and variable values it gets directly. (The redirector used to turn on
+/// `session_track_state_change` for its failover bookkeeping, so these
+/// clients saw SESSION_STATE_CHANGED and tracking bytes after every state
+/// change, and the variable read 1.)
+#[test]
+fn session_tracking_reads_as_directly() -> Result<()> {
+    let b = setup(1, "")?;
+    let statements = [
+        "SET @a = 1",
+        "SET SESSION sql_mode = 'ANSI_QUOTES'",
+        "SET autocommit = 0",
+        "SET autocommit = 1",
+        "CREATE TEMPORARY TABLE tracked_tmp (x INT)",
+        "DROP TEMPORARY TABLE tracked_tmp",
+        "PREPARE s FROM 'SELECT 1'",
+        "DEALLOCATE PREPARE s",
+        "USE test",
+        "DO 1",
+    ];
+    let mut replies = Vec::new();
+    for (what, addr) in [("direct", b.servers()[0].addr()), ("proxy", b.addr())] {
+        let mut c = raw_login(addr, APP_USER, APP_PASSWORD, FULL, Some(TEST_DB), None)?
+            .map_err(|e| anyhow::anyhow!("{what}: login {}", err_text(&e)))?;
+        let mut got = Vec::new();
+        for sql in statements {
+            got.push((sql, c.reply(sql)?));
+        }
+        let tracking = c.one("SELECT @@session_track_state_change")?;
+        replies.push((what, got, tracking));
+    }
+    let (_, direct, direct_tracking) = &replies[0];
+    let (_, proxy, proxy_tracking) = &replies[1];
+    assert_eq!(proxy_tracking, direct_tracking, "@@session_track_state_change");
+    for ((sql, d), (_, p)) in direct.iter().zip(proxy) {
+        assert_eq!(p, d, "OK packet of `{sql}`: proxy (left) vs direct (right)");
     }
     Ok(())
 }
@@ -589,5 +630,135 @@ fn tls_slow_reader_gets_the_whole_result() -> Result<()> {
         }
     }
     assert!(hung.is_empty(), "TLS results cut or hung: {hung:?}");
+    Ok(())
+}
+
+/// The error code of a failed statement (0 when it succeeded).
+async fn error_of(c: &mut mysql_async::Conn, sql: &str) -> (u16, String) {
+    match c.query_drop(sql).await {
+        Ok(()) => (0, String::new()),
+        Err(mysql_async::Error::Server(e)) => (e.code, e.message),
+        Err(e) => (2013, e.to_string()),
+    }
+}
+
+/// Whether a session still answers.
+async fn alive(c: &mut mysql_async::Conn) -> bool {
+    c.query_first::<i64, _>("SELECT 1").await.ok().flatten() == Some(1)
+}
+
+/// A client kills its own thread id (the greeting's, as pools do) and only
+/// itself dies, even when that number is another client's backend thread
+/// id on the same server — which the redirector passed on unchanged before,
+/// killing that other client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_own_thread_id_kills_only_itself() -> Result<()> {
+    let b = setup(1, "")?;
+    // Sessions until one's greeting id is another's backend thread id.
+    let mut sessions: Vec<(u64, u64, mysql_async::Conn)> = Vec::new();
+    let (killer, victim) = loop {
+        anyhow::ensure!(sessions.len() < 60, "no id collision in 60 sessions");
+        let mut c = b.conn().await?;
+        let backend: u64 = c.query_first("SELECT CONNECTION_ID()").await?.context("id")?;
+        let id = session_id(&c);
+        sessions.push((id, backend, c));
+        let me = sessions.len() - 1;
+        if let Some(v) = sessions.iter().position(|s| s.1 == id) {
+            if v != me {
+                break (me, v);
+            }
+        }
+    };
+    let killer_id = sessions[killer].0;
+    println!(
+        "killer: session {killer_id} (backend {}), victim: session {} (backend {})",
+        sessions[killer].1, sessions[victim].0, sessions[victim].1
+    );
+    // KILL QUERY of itself interrupts the KILL, as directly (1317).
+    let k = &mut sessions[killer].2;
+    assert_eq!(error_of(k, &format!("KILL QUERY {killer_id}")).await.0, 1317);
+    assert!(alive(k).await, "KILL QUERY ended the session");
+    // Unknown ids and expressions: clear errors, the session goes on.
+    let (code, msg) = error_of(k, "KILL 987654").await;
+    assert_eq!((code, msg.as_str()), (1094, "Unknown thread id: 987654"));
+    assert_eq!(error_of(k, "KILL @some_id").await.0, 1235);
+    assert!(alive(k).await);
+    // KILL of itself: the server's 1927, then the connection is gone.
+    let (code, _) = error_of(k, &format!("KILL {killer_id}")).await;
+    assert!(matches!(code, 1927 | 2013), "KILL answered {code}");
+    assert!(!alive(k).await, "the killer survived its own KILL");
+    for (i, (id, _, c)) in sessions.iter_mut().enumerate() {
+        if i != killer {
+            assert!(alive(c).await, "session {id} died with the killer's KILL");
+        }
+    }
+    // KILL CONNECTION_ID() and COM_PROCESS_KILL of itself.
+    let mut c = b.conn().await?;
+    let (code, _) = error_of(&mut c, "KILL CONNECTION_ID()").await;
+    assert!(matches!(code, 1927 | 2013), "KILL CONNECTION_ID() answered {code}");
+    assert!(!alive(&mut c).await);
+    let mut r = raw_login(b.addr(), APP_USER, APP_PASSWORD, FULL, Some(TEST_DB), None)?
+        .map_err(|e| anyhow::anyhow!("login {}", err_text(&e)))?;
+    let mut other = b.conn().await?;
+    let other_id = u32::try_from(session_id(&other))?;
+    let mut kill = vec![0x0cu8];
+    kill.extend_from_slice(&other_id.to_le_bytes());
+    r.s.write_all(&packet(0, &kill))?;
+    let (_, reply) = read_packet(&mut r.s)?;
+    assert_eq!(<[u8]>::first(&reply), Some(&0x00), "COM_PROCESS_KILL: {}", err_text(&reply));
+    assert!(!alive(&mut other).await, "COM_PROCESS_KILL did not kill its target");
+    assert_eq!(r.one("SELECT 'killer alive'")?.as_deref(), Some("killer alive"));
+    Ok(())
+}
+
+/// After a move the ids still mean the same sessions: a client kills
+/// another client (on the other server) by its greeting id, and kills
+/// itself by its greeting id or by what `CONNECTION_ID()` returned before
+/// the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_after_a_move_names_the_same_sessions() -> Result<()> {
+    let b = config("").servers(2).round_robin().start()?;
+    let (mut a, a_server) = b.conn_on().await?;
+    let mut bystander = b.conn().await?;
+    let (mut target, target_server) = loop {
+        let (c, s) = b.conn_on().await?;
+        if s != a_server {
+            break (c, s);
+        }
+    };
+    let a_id = session_id(&a);
+    let a_backend_before: u64 = a.query_first("SELECT CONNECTION_ID()").await?.context("id")?;
+    // Move `a` to the other server.
+    let (status, body) = b
+        .http
+        .post(
+            "/v1/sessions/move",
+            serde_json::json!({"sessions": [a_id], "to": target_server, "wait_timeout_s": 5}),
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "move: {body}");
+    anyhow::ensure!(b.server_of(&mut a).await? == target_server, "not moved");
+    // `a` and `target` now share a server; move `target` away so the KILL
+    // has to reach another server.
+    let (status, body) = b
+        .http
+        .post(
+            "/v1/sessions/move",
+            serde_json::json!({"sessions": [session_id(&target)], "to": a_server, "wait_timeout_s": 5}),
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "move: {body}");
+    let (code, msg) = error_of(&mut a, &format!("KILL {}", session_id(&target))).await;
+    assert_eq!(code, 0, "KILL of a session on another server: {msg}");
+    assert!(!alive(&mut target).await, "the target survived");
+    assert!(alive(&mut a).await && alive(&mut bystander).await);
+    // Its backend id from before the move still names itself.
+    let (code, _) = error_of(&mut a, &format!("KILL QUERY {a_backend_before}")).await;
+    assert_eq!(code, 1317, "KILL QUERY of its pre-move CONNECTION_ID()");
+    assert!(alive(&mut a).await);
+    let (code, _) = error_of(&mut a, &format!("KILL {a_id}")).await;
+    assert!(matches!(code, 1927 | 2013), "KILL of itself answered {code}");
+    assert!(!alive(&mut a).await);
+    assert!(alive(&mut bystander).await, "a bystander died");
     Ok(())
 }
