@@ -194,7 +194,7 @@ async fn connect(
         template.server_version.clone(),
         id as u32,
         offered,
-        0,
+        template.mariadb_capabilities,
         template.collation,
         protocol::constants::status::SERVER_STATUS_AUTOCOMMIT,
     );
@@ -264,6 +264,13 @@ async fn connect(
         }
     }
     let caps = response.capabilities & (offered | CLIENT_MYSQL);
+    // What the client took of the MariaDB extensions we offered; every
+    // backend connection of the session must agree (bytes pass unchanged).
+    let mariadb_caps = if caps & CLIENT_MYSQL == 0 {
+        response.mariadb_capabilities & template.mariadb_capabilities
+    } else {
+        0
+    };
     let user = response.user.clone();
     let host = peer.ip().to_string();
 
@@ -325,7 +332,7 @@ async fn connect(
     }
     let params = BackendLoginParams {
         capabilities: caps & !CLIENT_SSL,
-        mariadb_capabilities: 0,
+        mariadb_capabilities: mariadb_caps,
         max_packet_size: response.max_packet_size,
         collation: response.collation,
         user: user.clone(),
@@ -362,6 +369,14 @@ async fn connect(
             last_problem = format!("server {} lacks capabilities 0x{missing:08x}", backend.name);
             continue;
         }
+        let missing = mariadb_caps & !l.login.mariadb_capabilities();
+        if missing != 0 {
+            last_problem = format!(
+                "server {} lacks MariaDB capabilities 0x{missing:08x}",
+                backend.name
+            );
+            continue;
+        }
         // Session tracking would tell the relay when the state changes, so
         // that a session whose server dies can be carried over after
         // statements that left its state alone; but the client would see
@@ -385,7 +400,10 @@ async fn connect(
             .unwrap_or(0);
         io.write(seq, &l.ok_payload).await?;
         app.metrics.session_accepted();
-        let tracker = redirector_common::mysql::Session::new(u64::from(session_caps), status);
+        let tracker = redirector_common::mysql::Session::new(
+            redirector_common::mysql::caps64(session_caps, mariadb_caps),
+            status,
+        );
         let s = guard.session();
         s.set_schema(response.database.clone());
         s.set_login_params(params.clone());

@@ -641,14 +641,27 @@ pub const DEFAULT_SERVER_VERSION: &str = "5.5.5-10.11.0-MariaDB-redirector";
 pub struct GreetingTemplate {
     pub server_version: String,
     pub capabilities: u32,
+    /// MariaDB extended capabilities offered to clients (what the backend
+    /// offers, of [`RELAYABLE_MARIADB`]).
+    pub mariadb_capabilities: u32,
     pub collation: u8,
 }
+
+/// MariaDB extended capabilities the relay and the state machine follow:
+/// progress reports, bulk execution, extended column metadata (JSON and
+/// other type names) and cached result-set metadata. Bulk unit results
+/// (11.5+) change the shape of bulk responses and are not offered.
+pub const RELAYABLE_MARIADB: u32 = super::constants::mariadb_capability::MARIADB_CLIENT_PROGRESS
+    | super::constants::mariadb_capability::MARIADB_CLIENT_STMT_BULK_OPERATIONS
+    | super::constants::mariadb_capability::MARIADB_CLIENT_EXTENDED_METADATA
+    | super::constants::mariadb_capability::MARIADB_CLIENT_CACHE_METADATA;
 
 impl Default for GreetingTemplate {
     fn default() -> Self {
         Self {
             server_version: DEFAULT_SERVER_VERSION.to_string(),
             capabilities: RELAYABLE,
+            mariadb_capabilities: 0,
             collation: super::constants::collation::UTF8MB4_GENERAL_CI,
         }
     }
@@ -663,6 +676,11 @@ impl GreetingTemplate {
                 | CLIENT_PROTOCOL_41
                 | CLIENT_SECURE_CONNECTION
                 | CLIENT_PLUGIN_AUTH,
+            mariadb_capabilities: if g.is_mariadb() {
+                g.mariadb_capabilities & RELAYABLE_MARIADB
+            } else {
+                0
+            },
             collation: g.collation,
         }
     }

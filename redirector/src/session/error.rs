@@ -59,6 +59,8 @@ pub enum NotMovable {
     UserVariableType { name: String, kind: String },
     #[error("the target lacks capabilities 0x{0:08x}")]
     TargetCapabilities(u32),
+    #[error("the target lacks MariaDB capabilities 0x{0:08x}")]
+    TargetMariadbCapabilities(u32),
 }
 
 /// A move that was tried and did not happen; the session stays on its

@@ -150,6 +150,7 @@ async fn open_on(
     let statements = core.statements.for_rebuild();
     let source_fp = state.fingerprint(&statements.iter().map(|(&id, (_, p))| (id, *p)).collect());
     let caps = core.login.capabilities;
+    let mariadb_caps = params.mariadb_capabilities;
     let server = target.name.as_str();
     let attempt = async {
         let l = match logged_in {
@@ -164,6 +165,10 @@ async fn open_on(
         let missing = login::missing_capabilities(caps, l.login.capabilities());
         if missing != 0 {
             return Err(NotMovable::TargetCapabilities(missing).into());
+        }
+        let missing = mariadb_caps & !l.login.mariadb_capabilities();
+        if missing != 0 {
+            return Err(NotMovable::TargetMariadbCapabilities(missing).into());
         }
         let mut conn = BackendConn::new(l.stream, caps);
         let (rebuilt, prepared) = match state::rebuild(&mut conn, server, state, &statements).await

@@ -535,6 +535,26 @@ fn cli(addr: SocketAddr, args: &[&str], stdin: &str) -> Result<(bool, String, St
     ))
 }
 
+/// MariaDB's extended capabilities reach clients: libmariadb negotiates
+/// extended metadata, so the CLI shows a JSON column as
+/// `VAR_STRING (format=json)` — through the redirector exactly as directly
+/// (the redirector used to offer none, and drivers lost the JSON type).
+#[test]
+fn mariadb_extended_capabilities_pass_through() -> Result<()> {
+    let b = setup(1, "")?;
+    let sql = "SELECT JSON_OBJECT('a', 1) AS j, ST_GeomFromText('POINT(1 1)') AS g;\n\
+               SELECT JSON_ARRAY(1, 2) AS a;\nSELECT JSON_ARRAY(1, 2) AS a;\n";
+    let mut outputs = Vec::new();
+    for (what, addr) in [("direct", b.servers()[0].addr()), ("proxy", b.addr())] {
+        let (ok, out, err) = cli(addr, &["--column-type-info", "-t"], sql)?;
+        assert!(ok, "{what}: {err}");
+        outputs.push(out);
+    }
+    assert!(outputs[0].contains("(format=json)"), "direct:\n{}", outputs[0]);
+    assert_eq!(outputs[1], outputs[0], "proxy (left) vs direct (right)");
+    Ok(())
+}
+
 /// The mariadb CLI: USE, reconnect (`connect` / `\r`), USE of a missing
 /// database, CONNECT_WITH_DB to a missing database; output compared with
 /// the same commands sent directly to MariaDB.
