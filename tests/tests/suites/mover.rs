@@ -638,6 +638,7 @@ impl RawClient {
             user: APP_USER.into(),
             database: Some(TEST_DB.into()),
             sha1_password: Some(sha1_password(APP_PASSWORD.as_bytes())),
+            ed25519: None,
             connect_attrs: Vec::new(),
         };
         let (mut login, response) = BackendLogin::start(&greeting, params)?;
