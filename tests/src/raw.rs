@@ -97,6 +97,16 @@ pub fn ed25519_sign(pw: &str, nonce: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
+/// The answer to an AuthSwitchRequest for `plugin`: client_ed25519 signs
+/// the nonce, anything else gets a native scramble response.
+fn switch_answer(plugin: &[u8], pw: &str, data: &[u8]) -> Vec<u8> {
+    if plugin == b"client_ed25519" {
+        ed25519_sign(pw, data)
+    } else {
+        native(pw, data)
+    }
+}
+
 /// The 20-byte scramble of a HandshakeV10 payload.
 pub fn greeting_scramble(g: &[u8]) -> Result<Vec<u8>> {
     let nul = g
@@ -202,7 +212,7 @@ fn login_bytes(
             Some(0xFE) => {
                 let nul = p[1..].iter().position(|&b| b == 0).unwrap() + 1;
                 let salt = &p[nul + 1..];
-                s.write_all(&packet(seq + 1, &native(pw, salt)))?;
+                s.write_all(&packet(seq + 1, &switch_answer(&p[1..nul], pw, salt)))?;
             }
             other => bail!("unexpected login packet {other:?}"),
         }
@@ -335,11 +345,7 @@ impl Raw {
             if p[0] == 0xFE && p.len() > 1 {
                 let nul = p[1..].iter().position(|&b| b == 0).unwrap() + 1;
                 let salt = p[nul + 1..].to_vec();
-                let answer = if &p[1..nul] == b"client_ed25519" {
-                    ed25519_sign(pw, &salt)
-                } else {
-                    native(pw, &salt)
-                };
+                let answer = switch_answer(&p[1..nul], pw, &salt);
                 self.s.write_all(&packet(seq + 1, &answer))?;
                 continue;
             }
