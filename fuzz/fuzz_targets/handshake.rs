@@ -99,6 +99,8 @@ fuzz_target!(|data: &[u8]| {
                 user: "u".into(),
                 database: Some("d".into()),
                 sha1_password: Some([7; 20]),
+                // Lets a client_ed25519 switch reach the signing path.
+                ed25519: Some(redirector::protocol::ed25519::Ed25519Password::new(b"pw")),
                 connect_attrs: vec![("k".into(), "v".into())],
             };
             if let Ok((mut login, response)) = BackendLogin::start(greeting, params) {

@@ -16,8 +16,8 @@ use crate::net::ClientStream;
 use crate::peer_text;
 use crate::protocol::constants::capability::*;
 use crate::protocol::{
-    self, parse_client_hello, AuthSwitchRequest, BackendLoginParams, ClientHello, ErrPacket,
-    GreetingTemplate, HandshakeResponse, InitialHandshake, PacketIo, PacketIoError, ProtocolError,
+    self, parse_client_hello, BackendLoginParams, ClientHello, ErrPacket, GreetingTemplate,
+    HandshakeResponse, InitialHandshake, PacketIo, PacketIoError, ProtocolError,
 };
 use crate::session::core::{Core, LoginState};
 use crate::session::relay::Pair;
@@ -274,30 +274,45 @@ async fn connect(
     let user = response.user.clone();
     let host = peer.ip().to_string();
 
-    // Native password only: ask a client that started with another plugin
-    // to switch, with the same scramble.
-    let mut auth_response = response.auth_response.to_vec();
-    if response.needs_native_switch() {
-        io.write(seq, &AuthSwitchRequest::native(&scramble).to_payload())
-            .await?;
-        let p = io.read(HANDSHAKE_MAX_PACKET).await?;
-        seq = p.seq.wrapping_add(1);
-        auth_response = p.payload.to_vec();
-    }
-
+    // The account decides the plugin, as on the server: native (a client
+    // that started with another plugin is switched to it, same scramble)
+    // or ed25519 (switched to client_ed25519 with a fresh nonce).
     let servers = app.server_addresses();
-    let verified =
-        crate::auth::verify(&app.accounts, &servers, &user, &auth_response, &scramble).await;
-    let Some(sha1_password) = verified else {
-        tracing::info!(user = %peer_text::escaped(&user), client = %peer, "access denied");
-        app.metrics.auth_failure();
-        io.fail(
-            seq,
-            &ErrPacket::access_denied(&user, &host, !auth_response.is_empty()),
-        )
-        .await;
-        return Err(Refusal::AccessDenied(user).into());
+    let client = crate::auth::Client {
+        user: &user,
+        ip: peer.ip(),
+        // Without CLIENT_PLUGIN_AUTH a client always speaks native.
+        plugin: response
+            .auth_plugin
+            .as_deref()
+            .filter(|_| response.supports_auth_switch()),
+        response: &response.auth_response,
+        scramble: &scramble,
+        can_switch: response.supports_auth_switch(),
     };
+    let mut conv = Handshake {
+        io: &mut io,
+        seq: &mut seq,
+    };
+    let outcome = crate::auth::authenticate(&app.accounts, &servers, client, &mut conv).await?;
+    let proof = match outcome {
+        crate::auth::Outcome::Verified(p) => p,
+        crate::auth::Outcome::Denied { using_password } => {
+            tracing::info!(user = %peer_text::escaped(&user), client = %peer, "access denied");
+            app.metrics.auth_failure();
+            io.fail(seq, &ErrPacket::access_denied(&user, &host, using_password))
+                .await;
+            return Err(Refusal::AccessDenied(user).into());
+        }
+        crate::auth::Outcome::Unsupported { account, plugin } => {
+            tracing::info!(user = %peer_text::escaped(&user), client = %peer, account = %peer_text::escaped(&account), plugin = %peer_text::escaped(&plugin), "access denied: the account's authentication plugin is not served");
+            app.metrics.auth_failure();
+            io.fail(seq, &ErrPacket::unsupported_plugin(&account, &plugin))
+                .await;
+            return Err(Refusal::AccessDenied(user).into());
+        }
+    };
+    let sha1_password = proof.sha1_password;
 
     // A session slot only now: clients that have not proved who they are
     // never hold one.
@@ -338,6 +353,7 @@ async fn connect(
         user: user.clone(),
         database: response.database.clone(),
         sha1_password,
+        ed25519: proof.ed25519.clone(),
         connect_attrs: response.connect_attrs.clone(),
     };
     let session_caps = caps & !CLIENT_SSL;
@@ -436,6 +452,23 @@ async fn connect(
     )
     .await;
     Err(Refusal::AllBackendsFailed(last_problem).into())
+}
+
+/// The handshake's auth switch: our request, the client's answer.
+struct Handshake<'a> {
+    io: &'a mut PacketIo<ClientStream>,
+    seq: &'a mut u8,
+}
+
+impl crate::auth::Conversation for Handshake<'_> {
+    type Error = PacketIoError;
+
+    async fn switch(&mut self, req: protocol::AuthSwitchRequest) -> Result<Vec<u8>, PacketIoError> {
+        self.io.write(*self.seq, &req.to_payload()).await?;
+        let p = self.io.read(HANDSHAKE_MAX_PACKET).await?;
+        *self.seq = p.seq.wrapping_add(1);
+        Ok(p.payload.to_vec())
+    }
 }
 
 /// Sends the ERR that fits a protocol failure in the handshake.

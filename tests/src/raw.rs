@@ -84,6 +84,29 @@ pub fn native(pw: &str, salt: &[u8]) -> Vec<u8> {
     s1.iter().zip(x.iter()).map(|(a, b)| a ^ b).collect()
 }
 
+/// MariaDB's client_ed25519 answer to `nonce`: an Ed25519 signature with
+/// the key whose expanded secret is SHA-512(password).
+pub fn ed25519_sign(pw: &str, nonce: &[u8]) -> Vec<u8> {
+    use ed25519_dalek::hazmat::{raw_sign, ExpandedSecretKey};
+    use sha2::Digest as _;
+    let expanded: [u8; 64] = sha2::Sha512::digest(pw.as_bytes()).into();
+    let esk = ExpandedSecretKey::from_bytes(&expanded);
+    let vk = ed25519_dalek::VerifyingKey::from(&esk);
+    raw_sign::<sha2::Sha512>(&esk, nonce, &vk)
+        .to_bytes()
+        .to_vec()
+}
+
+/// The answer to an AuthSwitchRequest for `plugin`: client_ed25519 signs
+/// the nonce, anything else gets a native scramble response.
+fn switch_answer(plugin: &[u8], pw: &str, data: &[u8]) -> Vec<u8> {
+    if plugin == b"client_ed25519" {
+        ed25519_sign(pw, data)
+    } else {
+        native(pw, data)
+    }
+}
+
 /// The 20-byte scramble of a HandshakeV10 payload.
 pub fn greeting_scramble(g: &[u8]) -> Result<Vec<u8>> {
     let nul = g
@@ -189,7 +212,7 @@ fn login_bytes(
             Some(0xFE) => {
                 let nul = p[1..].iter().position(|&b| b == 0).unwrap() + 1;
                 let salt = &p[nul + 1..];
-                s.write_all(&packet(seq + 1, &native(pw, salt)))?;
+                s.write_all(&packet(seq + 1, &switch_answer(&p[1..nul], pw, salt)))?;
             }
             other => bail!("unexpected login packet {other:?}"),
         }
@@ -336,7 +359,8 @@ impl Raw {
             if p[0] == 0xFE && p.len() > 1 {
                 let nul = p[1..].iter().position(|&b| b == 0).unwrap() + 1;
                 let salt = p[nul + 1..].to_vec();
-                self.s.write_all(&packet(seq + 1, &native(pw, &salt)))?;
+                let answer = switch_answer(&p[1..nul], pw, &salt);
+                self.s.write_all(&packet(seq + 1, &answer))?;
                 continue;
             }
             return Ok(p);

@@ -109,6 +109,13 @@ pub enum ConfigError {
         index: usize,
         name: String,
     },
+    #[error("{}: auth.users[{index}] ({name:?}).plugin: {reason}", file.display())]
+    UserPlugin {
+        file: PathBuf,
+        index: usize,
+        name: String,
+        reason: String,
+    },
     /// The hash itself is not echoed: it is a credential.
     #[error("{}: auth.users[{index}] ({name:?}).password_hash: {reason}", file.display())]
     InvalidPasswordHash {
@@ -293,11 +300,23 @@ impl fmt::Debug for Credential {
     }
 }
 
+/// The authentication plugin of a configured account (`plugin`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UserPlugin {
+    /// `mysql_native_password` (the default).
+    #[default]
+    Native,
+    /// `ed25519`: clients prove the password with an Ed25519 signature,
+    /// and the redirector signs with it toward the backends.
+    Ed25519,
+}
+
 /// One `[[auth.users]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserAccount {
     pub name: String,
     pub credential: Credential,
+    pub plugin: UserPlugin,
 }
 
 /// `auth.service_user` / `auth.service_password`: the account the redirector
@@ -476,6 +495,7 @@ struct RawUser {
     name: String,
     password: Option<String>,
     password_hash: Option<String>,
+    plugin: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -892,9 +912,32 @@ impl Config {
                     })
                 }
             };
+            let plugin = match u.plugin.as_deref() {
+                None | Some("mysql_native_password") => UserPlugin::Native,
+                Some("ed25519") => UserPlugin::Ed25519,
+                Some(other) => {
+                    return Err(ConfigError::UserPlugin {
+                        file: file.to_path_buf(),
+                        index,
+                        name: u.name,
+                        reason: format!(
+                            "unknown plugin {other:?} (mysql_native_password or ed25519)"
+                        ),
+                    })
+                }
+            };
+            if plugin == UserPlugin::Ed25519 && !matches!(credential, Credential::Password(_)) {
+                return Err(ConfigError::UserPlugin {
+                    file: file.to_path_buf(),
+                    index,
+                    name: u.name,
+                    reason: "plugin = \"ed25519\" needs the clear-text password (the redirector signs with it toward the backends), not password_hash".to_owned(),
+                });
+            }
             users.push(UserAccount {
                 name: u.name,
                 credential,
+                plugin,
             });
         }
 

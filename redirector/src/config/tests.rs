@@ -405,6 +405,31 @@ fn bad_password_hashes_are_rejected() {
 }
 
 #[test]
+fn user_plugin_is_parsed_and_checked() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.auth.users[0].plugin, UserPlugin::Native);
+    let with = |extra: &str| MINIMAL.replace("password = \"secret\"", extra);
+    let c = parse(&with("password = \"secret\"\nplugin = \"ed25519\"")).unwrap();
+    assert_eq!(c.auth.users[0].plugin, UserPlugin::Ed25519);
+    let c = parse(&with(
+        "password = \"secret\"\nplugin = \"mysql_native_password\"",
+    ))
+    .unwrap();
+    assert_eq!(c.auth.users[0].plugin, UserPlugin::Native);
+    let e = err(
+        &with("password = \"secret\"\nplugin = \"pam\""),
+        "auth.users[0] (\"app\").plugin: unknown plugin \"pam\"",
+    );
+    assert!(matches!(e, ConfigError::UserPlugin { .. }));
+    err(
+        &with(
+            "password_hash = \"*6BB4837EB74329105EE4568DDA7DC67ED2CA2AD9\"\nplugin = \"ed25519\"",
+        ),
+        "needs the clear-text password",
+    );
+}
+
+#[test]
 fn policy_inline_is_parsed_and_checked() {
     let base = format!("{MINIMAL}\n[[servers]]\nname = \"db2\"\naddress = \"127.0.0.1:3308\"\n");
     let c = parse(&format!(

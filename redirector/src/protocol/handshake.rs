@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use super::auth::{scramble_response, Sha1Hash, SCRAMBLE_LEN};
 use super::constants::{auth_plugin::MYSQL_NATIVE_PASSWORD, capability::*, header};
+use super::ed25519::{Ed25519Password, CLIENT_ED25519, NONCE_LEN};
 use super::error::{ProtocolError, Result};
 use super::response::{ErrPacket, OkPacket};
 use super::wire::{utf8, Reader, WriteExt};
@@ -412,8 +413,11 @@ impl AuthSwitchRequest {
         out.put_u8_le(header::AUTH_SWITCH);
         out.put_nul_bytes(strip_nul(self.plugin.as_bytes()));
         out.put_bytes_raw(&self.data);
-        // MariaDB and MySQL terminate the scramble with NUL.
-        out.put_u8_le(0);
+        // MariaDB and MySQL terminate a scramble with NUL; client_ed25519
+        // wants exactly its 32-byte nonce.
+        if self.plugin != CLIENT_ED25519 {
+            out.put_u8_le(0);
+        }
     }
 
     pub fn to_payload(&self) -> Vec<u8> {
@@ -442,7 +446,12 @@ impl AuthSwitchRequest {
             "auth switch plugin name",
         )?;
         let data = r.rest();
-        let data = data.strip_suffix(&[0]).unwrap_or(data);
+        // An ed25519 nonce is raw bytes (its last may be 0).
+        let data = if plugin == CLIENT_ED25519 {
+            data
+        } else {
+            data.strip_suffix(&[0]).unwrap_or(data)
+        };
         Ok(Self {
             plugin,
             data: data.to_vec(),
@@ -484,6 +493,9 @@ pub struct BackendLoginParams {
     pub database: Option<String>,
     /// SHA1(password); `None` for an account without password.
     pub sha1_password: Option<Sha1Hash>,
+    /// The password of an ed25519 account (configured): answers a
+    /// `client_ed25519` switch.
+    pub ed25519: Option<Ed25519Password>,
     pub connect_attrs: Vec<(String, String)>,
 }
 
@@ -596,6 +608,17 @@ impl BackendLogin {
                 }
                 self.switched = true;
                 let switch = AuthSwitchRequest::parse(payload)?;
+                if switch.plugin == CLIENT_ED25519 {
+                    let Some(pw) = &self.params.ed25519 else {
+                        return Err(ProtocolError::UnsupportedAuthPlugin(switch.plugin));
+                    };
+                    if switch.data.len() != NONCE_LEN {
+                        return Err(ProtocolError::Malformed(
+                            "client_ed25519 nonce is not 32 bytes",
+                        ));
+                    }
+                    return Ok(LoginStep::Send(pw.sign(&switch.data).to_vec()));
+                }
                 if switch.plugin != MYSQL_NATIVE_PASSWORD {
                     return Err(ProtocolError::UnsupportedAuthPlugin(switch.plugin));
                 }
@@ -964,6 +987,7 @@ mod tests {
             user: "app".into(),
             database: Some("shop".into()),
             sha1_password: pw.map(sha1_password),
+            ed25519: None,
             connect_attrs: vec![("_client_name".into(), "redirector".into())],
         }
     }
@@ -1046,6 +1070,33 @@ mod tests {
                 Err(ProtocolError::UnsupportedAuthPlugin(p)) => assert_eq!(p, plugin),
                 other => panic!("{other:?}"),
             }
+        }
+        // With the ed25519 password: the nonce (ending in 0, kept) is signed.
+        let pw = crate::protocol::ed25519::Ed25519Password::new(b"pw");
+        let (mut login, _) = BackendLogin::start(
+            MARIADB_GREETING,
+            BackendLoginParams {
+                ed25519: Some(pw.clone()),
+                ..params(Some(b"pw"))
+            },
+        )
+        .unwrap();
+        let mut nonce = vec![7u8; 31];
+        nonce.push(0);
+        let sw = AuthSwitchRequest {
+            plugin: "client_ed25519".into(),
+            data: nonce.clone(),
+        };
+        assert_eq!(sw.to_payload().len(), 1 + 15 + 32, "no NUL after the nonce");
+        match login.on_packet(&sw.to_payload()) {
+            Ok(LoginStep::Send(sig)) => {
+                assert!(crate::protocol::ed25519::verify(
+                    &pw.public_key(),
+                    &nonce,
+                    &sig
+                ))
+            }
+            other => panic!("{other:?}"),
         }
         let (mut login, _) = BackendLogin::start(MARIADB_GREETING, params(None)).unwrap();
         assert!(matches!(

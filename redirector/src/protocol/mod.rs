@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod command;
 pub mod constants;
+pub mod ed25519;
 pub mod error;
 pub mod handshake;
 #[cfg(feature = "daemon")]

@@ -169,6 +169,23 @@ impl ErrPacket {
         )
     }
 
+    /// 1045 / 28000 for an account whose authentication plugin the
+    /// redirector cannot serve, naming the plugin and what would help.
+    pub fn unsupported_plugin(account: &str, plugin: &str) -> Self {
+        let help = if plugin == super::ed25519::ED25519 {
+            ": configure its password in [[auth.users]] with plugin = \"ed25519\""
+        } else {
+            ""
+        };
+        Self::new(
+            er::ER_ACCESS_DENIED_ERROR,
+            er::SQLSTATE_ACCESS_DENIED,
+            format!(
+                "Access denied: account {account} uses the {plugin} authentication plugin, which the redirector cannot serve{help}"
+            ),
+        )
+    }
+
     /// 1044 / 42000: "Access denied for user 'u'@'h' to database 'd'".
     pub fn db_access_denied(user: &str, host: &str, db: &str) -> Self {
         let (user, host, db) = (peer(user), peer(host), peer(db));

@@ -9,13 +9,48 @@ use redirector_common::mysql;
 use super::core::Core;
 use super::relay::{write_packet, Pair, RelayError};
 use crate::protocol::command::ChangeUser;
+use crate::protocol::constants::capability::CLIENT_PLUGIN_AUTH;
+use crate::protocol::ed25519::{CLIENT_ED25519, NONCE_LEN};
 use crate::protocol::{self, scramble_response, ErrPacket, PacketHeader, PacketIo, PacketIoError};
+
+fn client_err(e: PacketIoError) -> RelayError {
+    match e {
+        PacketIoError::Io(e) => RelayError::Client(e),
+        PacketIoError::Protocol(p) => RelayError::Protocol(p),
+        PacketIoError::Closed => RelayError::Client(std::io::ErrorKind::UnexpectedEof.into()),
+    }
+}
 
 fn backend_err(e: PacketIoError) -> RelayError {
     match e {
         PacketIoError::Io(e) => RelayError::Backend(e),
         PacketIoError::Protocol(p) => RelayError::Protocol(p),
         PacketIoError::Closed => RelayError::BackendClosed,
+    }
+}
+
+/// The client's side of an auth switch during COM_CHANGE_USER.
+struct Conv<'a> {
+    client: &'a mut crate::net::ClientStream,
+    seq: &'a mut u8,
+}
+
+impl crate::auth::Conversation for Conv<'_> {
+    type Error = RelayError;
+
+    async fn switch(&mut self, req: protocol::AuthSwitchRequest) -> Result<Vec<u8>, RelayError> {
+        write_packet(self.client, *self.seq, &req.to_payload())
+            .await
+            .map_err(RelayError::Client)?;
+        let mut io = PacketIo::new(&mut *self.client);
+        let p = io.read(1 << 20).await.map_err(client_err)?;
+        if !io.buf.is_empty() {
+            return Err(RelayError::Protocol(protocol::ProtocolError::Malformed(
+                "data after the auth switch response",
+            )));
+        }
+        *self.seq = p.seq.wrapping_add(1);
+        Ok(p.payload.to_vec())
     }
 }
 
@@ -42,25 +77,50 @@ pub async fn run(core: &mut Core, pair: &mut Pair, packet: BytesMut) -> Result<(
         }
     };
     let servers = core.ctx.server_addresses();
-    let verified = crate::auth::verify(
-        &core.ctx.accounts,
-        &servers,
-        &cu.user,
-        &cu.auth_response,
-        &core.login.client_scramble,
-    )
-    .await;
-    let Some(sha1) = verified else {
-        // Like MariaDB: refuse, and keep the session as the old user.
-        // The packet never reached the backend or the state machine.
-        let denied =
-            ErrPacket::access_denied(&cu.user, &core.session.client_addr.ip().to_string(), true);
-        write_packet(&mut pair.client, reply_seq, &denied.to_payload(caps))
-            .await
-            .map_err(RelayError::Client)?;
-        core.ctx.metrics.auth_failure();
-        return Ok(());
+    // Like the server: the account decides the plugin; a client that named
+    // another one (caching_sha2_password from MySQL 8 connectors) or an
+    // ed25519 account gets an AuthSwitchRequest, and the final answer
+    // follows the client's switch response.
+    let mut seq = reply_seq;
+    let client = crate::auth::Client {
+        user: &cu.user,
+        ip: core.session.client_addr.ip(),
+        plugin: cu.auth_plugin.as_deref(),
+        response: &cu.auth_response,
+        scramble: &core.login.client_scramble,
+        can_switch: caps & CLIENT_PLUGIN_AUTH != 0,
     };
+    let mut conv = Conv {
+        client: &mut pair.client,
+        seq: &mut seq,
+    };
+    let outcome =
+        crate::auth::authenticate(&core.ctx.accounts, &servers, client, &mut conv).await?;
+    let reply_seq = seq;
+    let refusal = match outcome {
+        crate::auth::Outcome::Verified(p) => Ok(p),
+        crate::auth::Outcome::Unsupported { account, plugin } => {
+            Err(ErrPacket::unsupported_plugin(&account, &plugin))
+        }
+        crate::auth::Outcome::Denied { using_password } => Err(ErrPacket::access_denied(
+            &cu.user,
+            &core.session.client_addr.ip().to_string(),
+            using_password,
+        )),
+    };
+    let proof = match refusal {
+        Ok(p) => p,
+        Err(err) => {
+            // Like MariaDB: refuse, and keep the session as the old user.
+            // The packet never reached the backend or the state machine.
+            write_packet(&mut pair.client, reply_seq, &err.to_payload(caps))
+                .await
+                .map_err(RelayError::Client)?;
+            core.ctx.metrics.auth_failure();
+            return Ok(());
+        }
+    };
+    let sha1 = proof.sha1_password;
     let backend_scramble = &core.login.backend_scramble;
     cu.auth_response = match &sha1 {
         Some(pw) => bytes::Bytes::copy_from_slice(&scramble_response(
@@ -84,9 +144,16 @@ pub async fn run(core: &mut Core, pair: &mut Pair, packet: BytesMut) -> Result<(
             Some(0xfe) if !switched => {
                 switched = true;
                 let sw = protocol::AuthSwitchRequest::parse(&p.payload)?;
-                let data = match (&sha1, sw.data.get(..20)) {
-                    (Some(pw), Some(salt)) => scramble_response(pw, salt).to_vec(),
-                    _ => Vec::new(),
+                let data = if sw.plugin == CLIENT_ED25519 {
+                    match (&proof.ed25519, sw.data.len() == NONCE_LEN) {
+                        (Some(pw), true) => pw.sign(&sw.data).to_vec(),
+                        _ => Vec::new(),
+                    }
+                } else {
+                    match (&sha1, sw.data.get(..20)) {
+                        (Some(pw), Some(salt)) => scramble_response(pw, salt).to_vec(),
+                        _ => Vec::new(),
+                    }
                 };
                 io.write(p.seq.wrapping_add(1), &data)
                     .await
@@ -116,6 +183,7 @@ pub async fn run(core: &mut Core, pair: &mut Pair, packet: BytesMut) -> Result<(
         if let Some(mut params) = core.session.login_params() {
             params.user = cu.user.clone();
             params.sha1_password = sha1;
+            params.ed25519 = proof.ed25519.clone();
             params.database = database;
             core.session.set_login_params(params);
         }

@@ -195,6 +195,52 @@ async fn move_and_back_keeps_new_statements_working() -> Result<()> {
     Ok(())
 }
 
+/// A session of an ed25519 account (password configured) moves: the mover
+/// logs in to the target as that user by signing the target's
+/// client_ed25519 nonce (the raw test client signs its own login).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ed25519_session_moves() -> Result<()> {
+    use redirector_tests::raw::{err_text, raw_login, FULL};
+    let accounts = format!(
+        "{}[[auth.users]]\nname = \"ed\"\npassword = \"ed-pass\"\nplugin = \"ed25519\"\n\n",
+        redirector_tests::daemon::app_users_toml()
+    );
+    let b = Bed::builder()
+        .servers(2)
+        .datapath(DATAPATH)
+        .mover_wait_timeout(5)
+        .accounts(&accounts)
+        .start()?;
+    for s in b.servers() {
+        s.sql(
+            "INSTALL SONAME 'auth_ed25519'; \
+             CREATE USER 'ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('ed-pass'); \
+             GRANT ALL ON test.* TO 'ed'@'%';",
+        )?;
+    }
+    let mut c = raw_login(b.addr(), "ed", "ed-pass", FULL, Some(TEST_DB), None)?
+        .map_err(|e| anyhow::anyhow!("ed login: {}", err_text(&e)))?;
+    c.query("SET @kept = 42")?;
+    let port: u16 = c.one("SELECT @@port")?.context("port")?.parse()?;
+    let here = b.name_of_port(port)?;
+    let there = b.other_server(&here)?;
+    let sessions = b.http.get("/v1/sessions").await?;
+    let id = sessions
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["user"] == "ed")
+        .and_then(|s| s["session_id"].as_u64())
+        .context("the ed session in /v1/sessions")?;
+    let (status, body) = move_to(&b, &[id], &there, 5.0, false).await?;
+    ensure!(status == 200, "move: {body}");
+    let moved: u16 = c.one("SELECT @@port")?.context("port")?.parse()?;
+    ensure!(moved == b.port_of(&there)?, "still on {moved}");
+    ensure!(c.one("SELECT CURRENT_USER()")?.as_deref() == Some("ed@%"));
+    ensure!(c.one("SELECT @kept")?.as_deref() == Some("42"));
+    Ok(())
+}
+
 /// The move of a session in each not-movable state fails with its reason,
 /// and the session keeps working where it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -646,6 +692,7 @@ impl RawClient {
             user: APP_USER.into(),
             database: Some(TEST_DB.into()),
             sha1_password: Some(sha1_password(APP_PASSWORD.as_bytes())),
+            ed25519: None,
             connect_attrs: Vec::new(),
         };
         let (mut login, response) = BackendLogin::start(&greeting, params)?;
