@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{ensure, Context, Result};
+use mysql_async::consts::ColumnType;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 use redirector_tests::client::admin_opts;
@@ -175,12 +176,14 @@ async fn tables_moves_and_errors() -> Result<()> {
         "SELECT session_id, Server_Name FROM sessions WHERE user = 'app' AND movable = 1 ORDER BY session_id DESC LIMIT 1",
     )
     .await?;
-    assert_eq!(t.columns, ["session_id", "Server_Name"]);
+    // SQLite names a bare column by its declared name (MariaDB: as written).
+    assert_eq!(t.columns, ["SESSION_ID", "SERVER_NAME"]);
     assert_eq!(t.rows.len(), 1);
     assert_eq!(t.rows[0][0].as_deref(), Some(newest.to_string().as_str()));
+    // SQLite's messages, MariaDB's error numbers.
     let (code, state, msg) = fails(&mut adm, "SELECT nope FROM sessions").await?;
     assert_eq!((code, state.as_str()), (1054, "42S22"), "{msg}");
-    assert_eq!(msg, "Unknown column 'nope' in 'field list'");
+    assert_eq!(msg, "no such column: nope");
     let (code, _, msg) = fails(&mut adm, "SELECT * FROM tables").await?;
     assert_eq!(code, 1146, "{msg}");
 
@@ -392,6 +395,223 @@ async fn drain_add_rebalance_remove_and_policy() -> Result<()> {
     assert!(code == 1105 && msg.contains("db1"), "{code} {msg}");
     let (code, _, msg) = fails(&mut adm, "CONTROL REMOVE SERVER 'nope'").await?;
     assert!(code == 1105 && msg.contains("'nope'"), "{code} {msg}");
+    Ok(())
+}
+
+/// Column types as the client library sees them.
+async fn column_types(c: &mut Conn, sql: &str) -> Result<Vec<ColumnType>> {
+    let result = c.query_iter(sql).await.with_context(|| sql.to_string())?;
+    let types = result
+        .columns()
+        .map(|cols| cols.iter().map(|c| c.column_type()).collect())
+        .unwrap_or_default();
+    result.drop_result().await?;
+    Ok(types)
+}
+
+/// The mariadb CLI's rows (batch mode), sorted.
+fn cli_rows(r: &Redirector, sql: &str) -> Result<Vec<String>> {
+    let out = cli_query(r.admin_sql_addr(), ADMIN_USER, ADMIN_PASSWORD, sql)?;
+    let mut rows: Vec<String> = out.lines().map(str::to_string).collect();
+    rows.sort();
+    Ok(rows)
+}
+
+/// Queries run by the SQL engine (SQLite): GROUP BY, joins, aggregates,
+/// through the mariadb CLI and mysql_async; writes are refused; a runaway
+/// query is interrupted without holding up anyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_engine_queries_and_limits() -> Result<()> {
+    let bed = Bed::builder()
+        .servers(2)
+        .datapath(Datapath::Auto)
+        .admin_login(ADMIN_USER, ADMIN_PASSWORD)
+        .mover_wait_timeout(10)
+        .admin_option("sql_query_timeout_ms", "1500")
+        .start()?;
+    let r = &bed.daemon;
+    let mut adm = admin(r).await?;
+    // One session on db1, two on db2, placed by moves.
+    let mut app = Vec::new();
+    let mut moved = 0;
+    for to in ["db1", "db2", "db2"] {
+        let (c, on) = bed.conn_on().await?;
+        if on != to {
+            let sql = format!("CONTROL MOVE SESSION {} TO '{to}' WAIT TIMEOUT 10", c.id());
+            moved += run(&mut adm, &sql).await?.0;
+        }
+        app.push(c);
+    }
+    for (c, to) in app.iter_mut().zip(["db1", "db2", "db2"]) {
+        assert_eq!(bed.server_of(c).await?, to);
+    }
+
+    // ---- the acceptance queries, through the mariadb CLI.
+    assert_eq!(
+        cli_rows(
+            r,
+            "SELECT SERVER_NAME, COUNT(*) FROM sessions GROUP BY SERVER_NAME"
+        )?,
+        ["db1\t1", "db2\t2"]
+    );
+    let addr = |name: &str| bed.bed.server(name).map(|s| s.addr().to_string());
+    let (a1, a2) = (addr("db1").context("db1")?, addr("db2").context("db2")?);
+    let mut expected: Vec<String> = app
+        .iter()
+        .zip([&a1, &a2, &a2])
+        .map(|(c, a)| format!("{}\t{a}", c.id()))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        cli_rows(
+            r,
+            "SELECT s.SESSION_ID, v.ADDRESS FROM sessions s JOIN servers v ON v.SERVER_NAME = s.SERVER_NAME"
+        )?,
+        expected
+    );
+    // Aggregates, expressions, ORDER BY, LIMIT; text compares as MariaDB's
+    // default collation does (case-insensitively).
+    let t = select(
+        &mut adm,
+        "SELECT v.SERVER_NAME, COUNT(s.SESSION_ID) AS n, AVG(v.WEIGHT) * 1.5 AS w, SUM(s.IN_TRANSACTION) \
+         FROM servers v LEFT JOIN sessions s USING (SERVER_NAME) WHERE v.STATE = 'ACTIVE' \
+         GROUP BY v.SERVER_NAME ORDER BY n DESC LIMIT 1",
+    )
+    .await?;
+    assert_eq!(
+        t.columns,
+        ["SERVER_NAME", "n", "w", "SUM(s.IN_TRANSACTION)"]
+    );
+    assert_eq!(
+        t.rows,
+        [[
+            Some("db2".to_string()),
+            Some("2".to_string()),
+            Some("15".to_string()),
+            Some("0".to_string())
+        ]]
+    );
+    assert_eq!(
+        column_types(
+            &mut adm,
+            "SELECT SERVER_NAME, COUNT(*), AVG(WEIGHT), NULL FROM servers GROUP BY 1"
+        )
+        .await?,
+        [
+            ColumnType::MYSQL_TYPE_VAR_STRING,
+            ColumnType::MYSQL_TYPE_LONGLONG,
+            ColumnType::MYSQL_TYPE_DOUBLE,
+            ColumnType::MYSQL_TYPE_VAR_STRING
+        ]
+    );
+    let ok_moves: Option<u64> = adm
+        .query_first("SELECT COUNT(*) FROM moves WHERE result = 'OK' AND DURATION_MS > 0")
+        .await?;
+    assert_eq!(ok_moves, Some(moved));
+    let (code, _, msg) = fails(&mut adm, "SELECT SERVER_NAME FROM servers WHERE").await?;
+    assert_eq!(code, 1064, "{msg}");
+
+    // ---- writes, files, extensions: refused, and nothing changed.
+    let file = std::env::temp_dir().join(format!("redirector-attach-{}", std::process::id()));
+    for (sql, what) in [
+        ("CREATE TABLE t (a INT)".to_string(), "CREATE"),
+        (
+            format!("ATTACH DATABASE '{}' AS x", file.display()),
+            "ATTACH",
+        ),
+        (
+            "INSERT INTO sessions (SESSION_ID) VALUES (1)".to_string(),
+            "INSERT",
+        ),
+        (
+            "WITH x AS (SELECT 1) UPDATE servers SET WEIGHT = 0".to_string(),
+            "UPDATE",
+        ),
+        (
+            "SELECT load_extension('/tmp/x.so')".to_string(),
+            "load_extension",
+        ),
+        (
+            "SELECT * FROM pragma_table_info('sessions')".to_string(),
+            "PRAGMA",
+        ),
+    ] {
+        let (code, state, msg) = fails(&mut adm, &sql).await?;
+        assert_eq!((code, state.as_str()), (1792, "25006"), "{sql}: {msg}");
+        assert!(
+            msg.contains("read-only") && msg.contains(what),
+            "{sql}: {msg}"
+        );
+    }
+    assert!(!file.exists(), "ATTACH created {}", file.display());
+    let count: Option<i64> = adm.query_first("SELECT COUNT(*) FROM sessions").await?;
+    assert_eq!(count, Some(3));
+    let t = select(&mut adm, "SELECT WEIGHT FROM servers").await?;
+    assert!(
+        t.rows.iter().all(|r| r[0].as_deref() == Some("10")),
+        "{:?}",
+        t.rows
+    );
+
+    // ---- a runaway query: interrupted at the budget; meanwhile another
+    // admin session and the client sessions are served at once.
+    let runaway = {
+        let mut slow = admin(r).await?;
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let result = fails(
+                &mut slow,
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+            )
+            .await;
+            (result, started.elapsed())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let n: Option<i64> = adm.query_first("SELECT COUNT(*) FROM sessions").await?;
+    assert_eq!(n, Some(3));
+    for c in &mut app {
+        let one: Option<i64> = c.query_first("SELECT 1").await?;
+        assert_eq!(one, Some(1));
+    }
+    let meanwhile = started.elapsed();
+    let (result, took) = runaway.await?;
+    let (code, state, msg) = result?;
+    assert!(
+        meanwhile < std::time::Duration::from_millis(800),
+        "others waited {meanwhile:?} behind the runaway query (it took {took:?})"
+    );
+    assert_eq!((code, state.as_str()), (1969, "70100"), "{msg}");
+    assert!(msg.contains("1500 ms"), "{msg}");
+    assert!(
+        took >= std::time::Duration::from_millis(1400) && took < std::time::Duration::from_secs(5),
+        "{took:?}"
+    );
+
+    // ---- what CLIs and GUI tools send on connect, through the CLI.
+    let out = cli_query(
+        r.admin_sql_addr(),
+        ADMIN_USER,
+        ADMIN_PASSWORD,
+        "SELECT @@version_comment; SHOW DATABASES; SET NAMES utf8mb4; SELECT DATABASE(); \
+         USE redirector; SELECT DATABASE(), CONNECTION_ID() > 0; SHOW TABLES;",
+    )?;
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("redirector admin SQL"), "{out}");
+    assert_eq!(
+        lines[1..],
+        [
+            "redirector",
+            "NULL",
+            "redirector\t1",
+            "moves",
+            "servers",
+            "sessions"
+        ],
+        "{out}"
+    );
+    adm.ping().await?;
     Ok(())
 }
 

@@ -1,7 +1,10 @@
 //! Admin SQL on `admin.sql_address`: any MySQL/MariaDB client logs in as
 //! `admin.user` and runs `CONTROL …` statements, `ALTER SYSTEM SET
-//! AUTO_SCALING_POLICY` and `SELECT`s over the `sessions`, `servers` and
+//! AUTO_SCALING_POLICY` and queries over the `sessions`, `servers` and
 //! `moves` tables (grammar in [`crate::request::sql`], tables in [`table`]).
+//! Queries run on SQLite ([`crate::request::table`]) over a snapshot taken
+//! for the statement, on a blocking thread (never on the runtime's
+//! workers), under `admin.sql_query_timeout_ms`.
 //!
 //! The server side of the protocol reuses the client-facing pieces of
 //! [`crate::protocol`]: the greeting, `mysql_native_password`
@@ -33,7 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
-use self::table::{Kind, QueryError, Table, Value};
+use self::table::{Kind, Limits, QueryError, Table, Value};
 use super::control::{self, ControlError};
 use super::throttle::{AuthThrottle, BackingOff};
 use crate::app::App;
@@ -97,6 +100,12 @@ const MAX_PACKET: usize = 4 << 20;
 /// scramble and at most 64 KiB of connect attributes, so unauthenticated
 /// peers cannot make us buffer statement-sized packets.
 const MAX_LOGIN_PACKET: usize = 128 << 10;
+/// Largest query result (SQLite values' bytes); past it the query fails
+/// and asks for a narrower one.
+const MAX_RESULT_BYTES: usize = 64 << 20;
+/// The database name clients see (`SHOW DATABASES`, `DATABASE()` when none
+/// was chosen is NULL, as in MariaDB).
+const DATABASE_NAME: &str = "redirector";
 /// Reported by `@@wait_timeout` (clients use it to expire idle connections;
 /// we never close idle admin connections ourselves).
 const WAIT_TIMEOUT_S: i64 = 28_800;
@@ -437,7 +446,7 @@ async fn command_loop(
                 Reply::ok(0, "")
             }
             COM_QUERY => match std::str::from_utf8(body) {
-                Ok(sql) => execute(app, &conn, sql).await,
+                Ok(sql) => execute(app, &mut conn, sql).await,
                 Err(_) => Reply::Err(ErrPacket::new(
                     er::ER_PARSE_ERROR,
                     er::SQLSTATE_SYNTAX_OR_ACCESS,
@@ -547,25 +556,36 @@ fn operation(stmt: &Statement) -> Option<(&'static str, String)> {
             "ALTER SYSTEM SET AUTO_SCALING_POLICY",
             format!("({} bytes)", json.len()),
         ),
-        Statement::Select(_)
+        Statement::Query(_)
         | Statement::SelectExprs { .. }
         | Statement::ShowTables
+        | Statement::ShowDatabases
+        | Statement::Use(_)
+        | Statement::Write(_)
         | Statement::Ignored
         | Statement::Empty => return None,
     };
     Some(op)
 }
 
-async fn execute(app: &Arc<App>, conn: &Conn, sql: &str) -> Reply {
+async fn execute(app: &Arc<App>, conn: &mut Conn, sql: &str) -> Reply {
     let stmt = match parse::parse(sql) {
         Ok(s) => s,
         Err(e) => return Reply::Err(syntax_error(&e)),
     };
     let op = operation(&stmt);
     let result = match stmt {
-        Statement::Select(select) => return select_table(app, &select),
+        Statement::Query(text) => return run_query(app, conn, text).await,
         Statement::SelectExprs { items, limit } => return select_exprs(conn, &items, limit),
         Statement::ShowTables => return Reply::Rows(show_tables()),
+        Statement::ShowDatabases => return Reply::Rows(show_databases()),
+        Statement::Use(db) => {
+            conn.database = Some(db);
+            return Reply::ok(0, "");
+        }
+        Statement::Write(verb) => {
+            return Reply::Err(query_error(&QueryError::ReadOnly(verb)));
+        }
         Statement::Ignored => return Reply::ok(0, ""),
         Statement::Empty => {
             return Reply::Err(ErrPacket::new(
@@ -674,16 +694,67 @@ fn policy_summary(doc: &PolicyDocument) -> String {
     )
 }
 
-fn select_table(app: &App, select: &parse::Select) -> Reply {
-    let base = match select.table.to_ascii_lowercase().as_str() {
-        "sessions" => table::sessions(&app.sessions.snapshot()),
-        "servers" => table::servers(&control::server_rows(app)),
-        "moves" => table::moves(&app.moves.snapshot()),
-        _ => return Reply::Err(query_error(&QueryError::NoSuchTable(select.table.clone()))),
+/// Runs a query with SQLite over a snapshot of the tables taken now. The
+/// engine works on a blocking thread: a slow query (up to its time budget)
+/// holds no runtime worker.
+async fn run_query(app: &App, conn: &Conn, sql: String) -> Reply {
+    let sessions = table::sessions(&app.sessions.snapshot());
+    let servers = table::servers(&control::server_rows(app));
+    let moves = table::moves(&app.moves.snapshot());
+    let functions = session_functions(conn);
+    let limits = Limits {
+        time: app.config.admin.limits.sql_query_timeout,
+        max_result_bytes: MAX_RESULT_BYTES,
     };
-    match table::query(base, select) {
-        Ok(t) => Reply::Rows(t),
-        Err(e) => Reply::Err(query_error(&e)),
+    let run = tokio::task::spawn_blocking(move || {
+        let tables = [
+            ("sessions", &sessions),
+            ("servers", &servers),
+            ("moves", &moves),
+        ];
+        table::query(&tables, &functions, &sql, &limits)
+    });
+    match run.await {
+        Ok(Ok(t)) => Reply::Rows(t),
+        Ok(Err(e)) => {
+            if let QueryError::Interrupted(_) | QueryError::ResultTooLarge(_) = e {
+                tracing::info!(client = %conn.peer, user = %escaped(&conn.user), error = %e, "admin SQL query stopped");
+            }
+            Reply::Err(query_error(&e))
+        }
+        Err(e) => {
+            tracing::warn!(client = %conn.peer, error = %e, "admin SQL query task failed");
+            Reply::Err(ErrPacket::new(
+                er::ER_UNKNOWN_ERROR,
+                er::SQLSTATE_GENERAL,
+                "the query failed inside the engine",
+            ))
+        }
+    }
+}
+
+/// The functions of this session (`DATABASE()`, `USER()` …) as SQLite
+/// functions with fixed values.
+fn session_functions(conn: &Conn) -> Vec<(&'static str, Value)> {
+    [
+        "DATABASE",
+        "SCHEMA",
+        "USER",
+        "CURRENT_USER",
+        "SESSION_USER",
+        "SYSTEM_USER",
+        "VERSION",
+        "CONNECTION_ID",
+    ]
+    .into_iter()
+    .filter_map(|name| function(conn, name).map(|v| (name, v)))
+    .collect()
+}
+
+fn show_databases() -> Table {
+    Table {
+        columns: vec![("Database".into(), Kind::Text)],
+        rows: vec![vec![Value::Text(DATABASE_NAME.into())]],
     }
 }
 
@@ -741,10 +812,11 @@ fn expr_value(conn: &Conn, expr: &Expr) -> Result<Value, ErrPacket> {
             .map(Value::Int)
             .or_else(|_| n.parse().map(Value::Double))
             .unwrap_or_else(|_| Value::Text(n.clone()))),
-        Expr::Column(c) => Err(query_error(&QueryError::UnknownColumn {
-            column: c.clone(),
-            clause: "field list",
-        })),
+        Expr::Column(c) => Err(ErrPacket::new(
+            er::ER_BAD_FIELD_ERROR,
+            er::SQLSTATE_BAD_FIELD,
+            format!("Unknown column '{c}' in 'field list'"),
+        )),
     }
 }
 
@@ -803,11 +875,9 @@ fn syntax_error(e: &SyntaxError) -> ErrPacket {
     )
 }
 
+/// An engine error with its MariaDB number and SQLite's message.
 fn query_error(e: &QueryError) -> ErrPacket {
-    let (code, state) = match e {
-        QueryError::UnknownColumn { .. } => (er::ER_BAD_FIELD_ERROR, er::SQLSTATE_BAD_FIELD),
-        QueryError::NoSuchTable(_) => (er::ER_NO_SUCH_TABLE, er::SQLSTATE_NO_SUCH_TABLE),
-    };
+    let (code, state) = e.code();
     ErrPacket::new(code, state, e.to_string())
 }
 

@@ -45,6 +45,8 @@ pub const DEFAULT_ADMIN_USER: &str = "admin";
 /// Defaults of the `[admin]` limits (see [`AdminLimits`]).
 pub const DEFAULT_ADMIN_SQL_MAX_CONNECTIONS: u32 = 64;
 pub const DEFAULT_ADMIN_SQL_LOGIN_TIMEOUT_MS: u64 = 5_000;
+/// Time budget of one admin SQL query (SQLite interrupts it past this).
+pub const DEFAULT_ADMIN_SQL_QUERY_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_ADMIN_HTTP_MAX_CONNECTIONS: u32 = 64;
 pub const DEFAULT_ADMIN_HTTP_HEADER_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_ADMIN_HTTP_BODY_TIMEOUT_MS: u64 = 10_000;
@@ -237,6 +239,8 @@ pub struct AdminLimits {
     pub sql_max_connections: u32,
     /// An admin SQL client must be logged in within this time.
     pub sql_login_timeout: Duration,
+    /// Time one admin SQL query may run before it is interrupted.
+    pub sql_query_timeout: Duration,
     /// REST connections at once; beyond that a connection gets 503.
     pub http_max_connections: u32,
     /// Time to send a request's line and headers (and most a connection
@@ -258,6 +262,7 @@ impl Default for AdminLimits {
         AdminLimits {
             sql_max_connections: DEFAULT_ADMIN_SQL_MAX_CONNECTIONS,
             sql_login_timeout: Duration::from_millis(DEFAULT_ADMIN_SQL_LOGIN_TIMEOUT_MS),
+            sql_query_timeout: Duration::from_millis(DEFAULT_ADMIN_SQL_QUERY_TIMEOUT_MS),
             http_max_connections: DEFAULT_ADMIN_HTTP_MAX_CONNECTIONS,
             http_header_timeout: Duration::from_millis(DEFAULT_ADMIN_HTTP_HEADER_TIMEOUT_MS),
             http_body_timeout: Duration::from_millis(DEFAULT_ADMIN_HTTP_BODY_TIMEOUT_MS),
@@ -472,6 +477,7 @@ struct RawAdmin {
     token: Option<String>,
     sql_max_connections: Option<i64>,
     sql_login_timeout_ms: Option<i64>,
+    sql_query_timeout_ms: Option<i64>,
     http_max_connections: Option<i64>,
     http_header_timeout_ms: Option<i64>,
     http_body_timeout_ms: Option<i64>,
@@ -691,6 +697,11 @@ impl Resolver<'_> {
                 "admin.sql_login_timeout_ms",
                 raw.sql_login_timeout_ms,
                 DEFAULT_ADMIN_SQL_LOGIN_TIMEOUT_MS,
+            )?,
+            sql_query_timeout: self.millis(
+                "admin.sql_query_timeout_ms",
+                raw.sql_query_timeout_ms,
+                DEFAULT_ADMIN_SQL_QUERY_TIMEOUT_MS,
             )?,
             http_max_connections: self.positive(
                 "admin.http_max_connections",

@@ -302,12 +302,13 @@ fn listen_limits_are_checked() {
 #[test]
 fn admin_limits_are_read_and_checked() {
     let c = parse(&format!(
-        "{MINIMAL}\n[admin]\nsql_max_connections = 3\nsql_login_timeout_ms = 700\nhttp_max_connections = 4\nhttp_header_timeout_ms = 800\nhttp_body_timeout_ms = 900\nhttp_max_body_bytes = 1000\nauth_backoff_initial_ms = 10\nauth_backoff_max_ms = 20\n"
+        "{MINIMAL}\n[admin]\nsql_max_connections = 3\nsql_login_timeout_ms = 700\nsql_query_timeout_ms = 750\nhttp_max_connections = 4\nhttp_header_timeout_ms = 800\nhttp_body_timeout_ms = 900\nhttp_max_body_bytes = 1000\nauth_backoff_initial_ms = 10\nauth_backoff_max_ms = 20\n"
     ))
     .unwrap();
     let l = &c.admin.limits;
     assert_eq!((l.sql_max_connections, l.http_max_connections), (3, 4));
     assert_eq!(l.sql_login_timeout, Duration::from_millis(700));
+    assert_eq!(l.sql_query_timeout, Duration::from_millis(750));
     assert_eq!(l.http_header_timeout, Duration::from_millis(800));
     assert_eq!(l.http_body_timeout, Duration::from_millis(900));
     assert_eq!(l.http_max_body_bytes, 1000);

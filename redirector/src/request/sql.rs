@@ -1,6 +1,11 @@
 //! The admin SQL dialect: a tokenizer and a hand-written recursive-descent
-//! parser. Keywords are case-insensitive, whitespace and comments are free,
-//! a trailing `;` is optional.
+//! parser for the statements that are the redirector's own (`CONTROL …`,
+//! `ALTER SYSTEM`, `SHOW`, `SET`, `USE`, and the `SELECT @@variable` that
+//! clients send on connect). Queries over the tables (`SELECT`, `WITH`,
+//! `VALUES`, `EXPLAIN`) are handed whole to SQLite ([`super::table`]);
+//! statements that would write are refused by name. Keywords are
+//! case-insensitive, whitespace and comments are free, a trailing `;` is
+//! optional.
 //!
 //! Hand-written rather than a parser crate: the grammar is a dozen fixed
 //! statement shapes, and a syntax error must point at the text that is wrong
@@ -36,16 +41,23 @@ pub enum Statement {
     },
     /// `ALTER SYSTEM SET AUTO_SCALING_POLICY = '<json>'`.
     SetPolicy(String),
-    /// `SELECT … FROM sessions|servers|moves …`.
-    Select(Select),
-    /// `SELECT` without `FROM` (what client libraries ask on connect).
+    /// A query over the tables, run by SQLite: the statement's text.
+    Query(String),
+    /// `SELECT` of `@@variables` (and literals, `DATABASE()` …) without
+    /// `FROM`: what client libraries ask on connect.
     SelectExprs {
         items: Vec<SelectItem>,
         limit: Option<u64>,
     },
     ShowTables,
+    ShowDatabases,
+    /// `USE db`: only `DATABASE()` reports it.
+    Use(String),
+    /// A statement that would write (`INSERT`, `CREATE`, `ATTACH` …): the
+    /// verb, refused since the tables are read-only.
+    Write(String),
     /// Session settings clients send on connect (`SET NAMES`, `SET
-    /// autocommit`, `USE db`): accepted, nothing to do.
+    /// autocommit`): accepted, nothing to do.
     Ignored,
     /// Only whitespace, comments or `;`.
     Empty,
@@ -65,24 +77,6 @@ pub struct MoveStmt {
 pub struct WaitOpts {
     pub wait: Option<f64>,
     pub force: bool,
-}
-
-/// `SELECT columns FROM table [WHERE …] [ORDER BY …] [LIMIT n]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Select {
-    /// Empty = `*`.
-    pub columns: Vec<SelectItem>,
-    pub table: String,
-    /// `col = value` conditions, all of which must hold.
-    pub filters: Vec<(String, Literal)>,
-    pub order: Option<Order>,
-    pub limit: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Order {
-    pub column: String,
-    pub descending: bool,
 }
 
 /// One item of a select list.
@@ -140,6 +134,31 @@ struct Token {
     /// A backquoted identifier.
     quoted: bool,
 }
+
+/// First words of the statements SQLite would run as writes (or that
+/// touch files or the connection): refused by name, never run.
+const WRITE_VERBS: [&str; 17] = [
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "REPLACE",
+    "UPSERT",
+    "CREATE",
+    "DROP",
+    "ATTACH",
+    "DETACH",
+    "PRAGMA",
+    "VACUUM",
+    "REINDEX",
+    "ANALYZE",
+    "BEGIN",
+    "COMMIT",
+    "ROLLBACK",
+    "SAVEPOINT",
+];
+
+/// First words of the queries SQLite runs.
+const QUERY_VERBS: [&str; 4] = ["SELECT", "WITH", "VALUES", "EXPLAIN"];
 
 /// Parses one statement.
 pub fn parse(sql: &str) -> Result<Statement, SyntaxError> {
@@ -391,20 +410,6 @@ impl Parser<'_> {
         }
     }
 
-    /// An identifier (bare or backquoted), e.g. a column name.
-    fn identifier(&mut self, what: &str) -> PResult<String> {
-        match self.peek() {
-            Some(Token {
-                tok: Tok::Word(s), ..
-            }) => {
-                let s = s.clone();
-                self.pos += 1;
-                Ok(s)
-            }
-            _ => Err(self.error(what)),
-        }
-    }
-
     fn number_text(&mut self, what: &str) -> PResult<String> {
         match self.peek() {
             Some(Token {
@@ -451,24 +456,41 @@ impl Parser<'_> {
         if self.peek().is_none() {
             return Ok(Statement::Empty);
         }
+        // `@@variables` are answered here; SQLite does not know them.
+        let variables = self.tokens.iter().any(|t| matches!(t.tok, Tok::Var(_)));
+        if self.at_keyword("SELECT") && variables {
+            self.pos += 1;
+            let stmt = self.select_exprs()?;
+            self.finish()?;
+            return Ok(stmt);
+        }
+        if QUERY_VERBS.iter().any(|v| self.at_keyword(v)) {
+            return Ok(Statement::Query(self.src.to_string()));
+        }
+        if let Some(verb) = WRITE_VERBS.iter().find(|v| self.at_keyword(v)) {
+            return Ok(Statement::Write(verb.to_string()));
+        }
         let stmt = if self.eat_keyword("CONTROL") {
             self.control()?
-        } else if self.eat_keyword("SELECT") {
-            self.select()?
         } else if self.eat_keyword("ALTER") {
             self.alter_system()?
         } else if self.eat_keyword("SHOW") {
-            self.expect_keyword("TABLES")?;
-            Statement::ShowTables
+            if self.eat_keyword("DATABASES") || self.eat_keyword("SCHEMAS") {
+                Statement::ShowDatabases
+            } else {
+                self.eat_keyword("FULL");
+                self.expect_keyword("TABLES")?;
+                Statement::ShowTables
+            }
         } else if self.eat_keyword("SET") {
             // Session settings change nothing here; accept them whole.
             self.pos = self.tokens.len();
             Statement::Ignored
         } else if self.eat_keyword("USE") {
-            self.name("a database name")?;
-            Statement::Ignored
+            Statement::Use(self.name("a database name")?)
         } else {
-            return Err(self.error("CONTROL, SELECT, SHOW TABLES, ALTER SYSTEM or SET"));
+            return Err(self
+                .error("CONTROL, SELECT (WITH, VALUES, EXPLAIN), SHOW, ALTER SYSTEM, SET or USE"));
         };
         self.finish()?;
         Ok(stmt)
@@ -591,46 +613,16 @@ impl Parser<'_> {
         Ok(Statement::SetPolicy(json))
     }
 
-    fn select(&mut self) -> PResult<Statement> {
-        let items = if self.eat_punct('*') {
-            Vec::new()
-        } else {
-            self.select_items()?
-        };
-        if !self.eat_keyword("FROM") {
-            if items.is_empty() {
-                return Err(self.error("FROM"));
-            }
-            let limit = self.limit()?;
-            return Ok(Statement::SelectExprs { items, limit });
+    /// `SELECT @@var, FUNC(), literal … [LIMIT n]` (no `FROM`).
+    fn select_exprs(&mut self) -> PResult<Statement> {
+        let items = self.select_items()?;
+        if self.at_keyword("FROM") {
+            return Err(
+                self.error("no FROM: @@variables are answered in a SELECT without tables only")
+            );
         }
-        let table = self.identifier("a table name (sessions, servers or moves)")?;
-        let filters = if self.eat_keyword("WHERE") {
-            self.conditions()?
-        } else {
-            Vec::new()
-        };
-        let order = if self.eat_keyword("ORDER") {
-            self.expect_keyword("BY")?;
-            let column = self.identifier("a column name")?;
-            let descending = if self.eat_keyword("DESC") {
-                true
-            } else {
-                self.eat_keyword("ASC");
-                false
-            };
-            Some(Order { column, descending })
-        } else {
-            None
-        };
         let limit = self.limit()?;
-        Ok(Statement::Select(Select {
-            columns: items,
-            table,
-            filters,
-            order,
-            limit,
-        }))
+        Ok(Statement::SelectExprs { items, limit })
     }
 
     fn limit(&mut self) -> PResult<Option<u64>> {
@@ -688,31 +680,6 @@ impl Parser<'_> {
         };
         self.pos += 1;
         Ok(expr)
-    }
-
-    fn conditions(&mut self) -> PResult<Vec<(String, Literal)>> {
-        let mut out = vec![self.condition()?];
-        while self.eat_keyword("AND") {
-            out.push(self.condition()?);
-        }
-        Ok(out)
-    }
-
-    fn condition(&mut self) -> PResult<(String, Literal)> {
-        let column = self.identifier("a column name")?;
-        self.expect_punct('=')?;
-        let before = self.pos;
-        let value = match self.expr()? {
-            Expr::Literal(l) => l,
-            // TRUE / FALSE read as words; MySQL treats them as 1 / 0.
-            Expr::Column(w) if w.eq_ignore_ascii_case("TRUE") => Literal::Number("1".into()),
-            Expr::Column(w) if w.eq_ignore_ascii_case("FALSE") => Literal::Number("0".into()),
-            _ => {
-                self.pos = before;
-                return Err(self.error("a number or a string"));
-            }
-        };
-        Ok((column, value))
     }
 }
 
@@ -844,40 +811,35 @@ mod tests {
     }
 
     #[test]
-    fn selects() {
+    fn queries_go_to_the_engine_writes_are_refused() {
+        for sql in [
+            "SELECT * FROM sessions",
+            "select SERVER_NAME, count(*) from sessions group by 1;",
+            "  WITH x AS (SELECT 1) SELECT * FROM x",
+            "VALUES (1)",
+            "explain query plan select 1",
+            "SELECT DATABASE()",
+        ] {
+            assert_eq!(ok(sql), Statement::Query(sql.to_string()));
+        }
         assert_eq!(
-            ok("SELECT * FROM sessions"),
-            Statement::Select(Select {
-                columns: vec![],
-                table: "sessions".into(),
-                filters: vec![],
-                order: None,
-                limit: None
-            })
-        );
-        let Statement::Select(s) = ok(
-            "select session_id, SERVER_NAME as s from SESSIONS where user = 'app' and MOVABLE = 1 \
-             order by session_id desc limit 5",
-        ) else {
-            panic!("not a select")
-        };
-        assert_eq!(s.columns.len(), 2);
-        assert_eq!(s.columns[1].label, "s");
-        assert_eq!(
-            s.filters,
-            vec![
-                ("user".into(), Literal::Str("app".into())),
-                ("MOVABLE".into(), Literal::Number("1".into()))
-            ]
+            ok("insert into sessions values (1)"),
+            Statement::Write("INSERT".into())
         );
         assert_eq!(
-            s.order,
-            Some(Order {
-                column: "session_id".into(),
-                descending: true
-            })
+            ok("ATTACH DATABASE '/tmp/x' AS x"),
+            Statement::Write("ATTACH".into())
         );
-        assert_eq!(s.limit, Some(5));
+        assert_eq!(ok("Create Table t (a)"), Statement::Write("CREATE".into()));
+        assert_eq!(
+            ok("PRAGMA table_info(sessions)"),
+            Statement::Write("PRAGMA".into())
+        );
+        // `SELECT @@x FROM t` is neither: the engine has no @@variables.
+        assert_eq!(
+            err("SELECT @@version FROM sessions").expected,
+            "no FROM: @@variables are answered in a SELECT without tables only"
+        );
     }
 
     #[test]
@@ -900,8 +862,10 @@ mod tests {
         assert_eq!(items[5].expr, Expr::Literal(Literal::Null));
         assert_eq!(ok("SET NAMES utf8mb4"), Statement::Ignored);
         assert_eq!(ok("set autocommit=1"), Statement::Ignored);
-        assert_eq!(ok("USE redirector"), Statement::Ignored);
+        assert_eq!(ok("USE redirector"), Statement::Use("redirector".into()));
         assert_eq!(ok("show tables"), Statement::ShowTables);
+        assert_eq!(ok("SHOW FULL TABLES"), Statement::ShowTables);
+        assert_eq!(ok("show databases;"), Statement::ShowDatabases);
         assert_eq!(ok(" ; "), Statement::Empty);
         assert_eq!(ok("/* hi */ -- x\n"), Statement::Empty);
         assert_eq!(
@@ -925,9 +889,8 @@ mod tests {
         assert_eq!(err("CONTROL JUMP").near, "JUMP");
         assert_eq!(err("CONTROL DRAIN SERVER 'x' extra").near, "extra");
         assert_eq!(err("CONTROL REBALANCE FORCE").near, "FORCE");
-        assert_eq!(err("DELETE FROM sessions").near, "DELETE FROM sessions");
-        assert_eq!(err("SELECT * FROM sessions WHERE a > 1").near, "> 1");
-        assert_eq!(err("SELECT *").expected, "FROM");
+        assert_eq!(err("TRUNCATE sessions").near, "TRUNCATE sessions");
+        assert_eq!(err("SELECT @@a b").near, "b");
         assert_eq!(err("SELECT 'abc").expected, "a closing quote");
         assert_eq!(err("SELECT 1 /* open").expected, "'*/'");
         assert_eq!(

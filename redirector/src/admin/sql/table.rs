@@ -1,44 +1,15 @@
-//! The admin SQL tables (`sessions`, `servers`, `moves`), built from a
-//! snapshot per statement; [`query`] evaluates a `SELECT` over them.
+//! The admin SQL tables (`sessions`, `servers`, `moves`) built from the
+//! daemon's state: one snapshot per statement, which the engine
+//! ([`crate::request::table`], SQLite) then queries.
 
-pub use crate::request::table::{query, Kind, QueryError, Table, Value};
+pub use crate::request::table::{
+    query, Kind, Limits, QueryError, Table, Value, MOVE_COLUMNS, SERVER_COLUMNS, SESSION_COLUMNS,
+    TABLE_NAMES,
+};
 
 use crate::admin::control::ServerRow;
 use crate::session::MoveRecord;
 use crate::session::SessionSnapshot;
-
-/// The tables `SHOW TABLES` lists.
-pub const TABLE_NAMES: [&str; 3] = ["moves", "servers", "sessions"];
-
-const SESSION_COLUMNS: [(&str, Kind); 10] = [
-    ("SESSION_ID", Kind::Int),
-    ("USER", Kind::Text),
-    ("CLIENT_ADDRESS", Kind::Text),
-    ("SERVER_NAME", Kind::Text),
-    ("STATE", Kind::Text),
-    ("IN_TRANSACTION", Kind::Int),
-    ("MOVABLE", Kind::Int),
-    ("NOT_MOVABLE_REASON", Kind::Text),
-    ("MOVES", Kind::Int),
-    ("DATAPATH", Kind::Text),
-];
-
-const SERVER_COLUMNS: [(&str, Kind); 5] = [
-    ("SERVER_NAME", Kind::Text),
-    ("ADDRESS", Kind::Text),
-    ("WEIGHT", Kind::Int),
-    ("STATE", Kind::Text),
-    ("SESSIONS", Kind::Int),
-];
-
-const MOVE_COLUMNS: [(&str, Kind); 6] = [
-    ("SESSION_ID", Kind::Int),
-    ("FROM_SERVER", Kind::Text),
-    ("TO_SERVER", Kind::Text),
-    ("RESULT", Kind::Text),
-    ("REASON", Kind::Text),
-    ("DURATION_MS", Kind::Double),
-];
 
 pub fn sessions(snapshots: &[SessionSnapshot]) -> Table {
     let mut t = Table::new(&SESSION_COLUMNS);
