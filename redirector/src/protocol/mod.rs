@@ -14,6 +14,7 @@ pub mod error;
 pub mod handshake;
 #[cfg(feature = "daemon")]
 pub mod io;
+pub mod kill;
 pub mod packet;
 pub mod response;
 pub mod wire;

@@ -421,7 +421,7 @@ impl Relay {
             core.client_continues = total - 4 == protocol::MAX_FRAGMENT;
             if starts_command
                 && (first == Some(COM_CHANGE_USER)
-                    || (!core.client_continues && super::kill::intercepts(&packet)))
+                    || (!core.client_continues && protocol::kill::intercepts(&packet)))
             {
                 self.held = Some(packet);
                 break;
