@@ -202,6 +202,7 @@ async fn trim_loop(app: Arc<App>) {
     let mut peak = 0usize;
     loop {
         tick.tick().await;
+        app.metrics.set_heap_in_use(heap_in_use());
         let now = app.sessions.len();
         peak = peak.max(now);
         if peak >= now + ENDED || (now == 0 && peak > 0) {
@@ -217,6 +218,13 @@ async fn trim_loop(app: Arc<App>) {
             peak = now;
         }
     }
+}
+
+/// Bytes in use in the allocator (all arenas, mmapped blocks included).
+fn heap_in_use() -> u64 {
+    // SAFETY: mallinfo2 only reads the allocator's statistics.
+    let info = unsafe { libc::mallinfo2() };
+    (info.uordblks as u64).saturating_add(info.hblkhd as u64)
 }
 
 /// Completes on SIGTERM or SIGINT.

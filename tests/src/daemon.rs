@@ -310,6 +310,19 @@ impl Redirector {
             .ok_or_else(|| anyhow::anyhow!("no VmRSS for the daemon"))
     }
 
+    /// The daemon's resident memory by kind (`RssAnon`, `RssFile`,
+    /// `RssShmem` from /proc), for messages.
+    pub fn rss_breakdown(&self) -> String {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .filter(|l| l.starts_with("Rss"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Is the process still running?
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -188,32 +188,24 @@ mod tests {
 
     #[test]
     fn kill_statements_are_recognised() {
-        assert_eq!(parse_sql(b"KILL 12"), kill("KILL", Target::Id(12)));
-        assert_eq!(
-            parse_sql(b"  kill\n connection 7 ;"),
-            kill("KILL CONNECTION", Target::Id(7))
-        );
-        assert_eq!(
-            parse_sql(b"KILL QUERY 9"),
-            kill("KILL QUERY", Target::Id(9))
-        );
-        assert_eq!(
-            parse_sql(b"kill hard query 9"),
-            kill("KILL HARD QUERY", Target::Id(9))
-        );
-        assert_eq!(parse_sql(b"KILL SOFT 3"), kill("KILL SOFT", Target::Id(3)));
-        assert_eq!(
-            parse_sql(b"/* pool */ KILL 5 -- why\n"),
-            kill("KILL", Target::Id(5))
-        );
-        assert_eq!(
-            parse_sql(b"KILL CONNECTION_ID()"),
-            kill("KILL", Target::Own)
-        );
-        assert_eq!(
-            parse_sql(b"KILL QUERY connection_id ( )"),
-            kill("KILL QUERY", Target::Own)
-        );
+        let cases: [(&[u8], &str, Target); 8] = [
+            (b"KILL 12", "KILL", Target::Id(12)),
+            (b"  kill\n connection 7 ;", "KILL CONNECTION", Target::Id(7)),
+            (b"KILL QUERY 9", "KILL QUERY", Target::Id(9)),
+            (b"kill hard query 9", "KILL HARD QUERY", Target::Id(9)),
+            (b"KILL SOFT 3", "KILL SOFT", Target::Id(3)),
+            (b"/* pool */ KILL 5 -- why\n", "KILL", Target::Id(5)),
+            (b"KILL CONNECTION_ID()", "KILL", Target::Own),
+            (b"KILL QUERY connection_id ( )", "KILL QUERY", Target::Own),
+        ];
+        for (sql, words, target) in cases {
+            assert_eq!(
+                parse_sql(sql),
+                kill(words, target),
+                "{}",
+                String::from_utf8_lossy(sql)
+            );
+        }
     }
 
     #[test]

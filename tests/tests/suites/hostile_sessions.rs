@@ -436,18 +436,55 @@ async fn stop_churn(
     Ok((rounds, failed))
 }
 
-/// The daemon's RSS once it is back within 10% of `baseline` (KiB), or an
-/// error after 10 s.
+/// `redirector_heap_in_use_bytes` (sampled by the daemon every 2 s).
+async fn heap_in_use(b: &Bed) -> Result<u64> {
+    let scrape = b.http.scrape().await?;
+    match redirector_tests::admin::sample(&scrape, "redirector_heap_in_use_bytes", &[]) {
+        Some(prometheus_parse::Value::Gauge(v)) if *v > 0.0 => Ok(*v as u64),
+        other => anyhow::bail!("no heap_in_use_bytes gauge: {other:?}"),
+    }
+}
+
+/// Waits (10 s at most) for the bytes in use in the daemon's allocator to
+/// be back within [`HEAP_SLACK`] of `baseline`: what sessions allocated
+/// was freed. Unlike the resident size this does not count free memory
+/// glibc keeps in its arenas. Measured (kernel path, ~40,000 client
+/// rounds): 670–770 KB in use before, within +95 KB after (structures
+/// sized by the peak of concurrent sessions, such as tracing's span slab);
+/// a leak of 8 bytes per client round would add ~320 KB.
+async fn heap_back_to(b: &Bed, baseline: u64) -> Result<u64> {
+    const HEAP_SLACK: u64 = 256 * 1024;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let heap = heap_in_use(b).await?;
+        if heap <= baseline + HEAP_SLACK {
+            return Ok(heap);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "daemon heap in use {heap} bytes after the churn, {baseline} before: memory left behind"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits (10 s at most) for the daemon's resident size to be back within
+/// 20% of `baseline`. A bound on what glibc keeps of freed memory, not a
+/// leak check ([`heap_back_to`] is): with the same code and the same
+/// churn, RssAnon after it ranged from −0.1 to +1.4 MiB (up to 11% of the
+/// total, +1.8 MiB = 14% once) while the bytes in use stayed within
+/// 95 KB.
 async fn rss_back_to(b: &Bed, baseline: u64) -> Result<u64> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let rss = b.daemon.rss_kib()?;
-        if rss * 10 <= baseline * 11 {
+        if rss * 10 <= baseline * 12 {
             return Ok(rss);
         }
         ensure!(
             Instant::now() < deadline,
-            "daemon RSS {rss} KiB after the churn, {baseline} KiB before"
+            "daemon RSS {rss} KiB after the churn, {baseline} KiB before ({})",
+            b.daemon.rss_breakdown()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -456,9 +493,10 @@ async fn rss_back_to(b: &Bed, baseline: u64) -> Result<u64> {
 /// 200 clients connect and leave for 20 s — during the handshake, with
 /// COM_QUIT, mid-statement, after a pipelined burst — while a healthy
 /// client runs queries: it sees no error, and afterwards no session, no
-/// backend connection is left and the daemon's memory is back within 10%
-/// of what it was after a 3 s warm-up of the same churn (which sizes the
-/// runtime's pools once).
+/// backend connection is left, the bytes in use in the daemon's allocator
+/// are back within 256 KiB of what they were after a 3 s warm-up of the
+/// same churn (which sizes the runtime's pools once), and its resident
+/// size within 20%.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn churn_of_200_clients_leaves_nothing_behind() -> Result<()> {
     let b = setup(1)?;
@@ -474,6 +512,7 @@ async fn churn_of_200_clients_leaves_nothing_behind() -> Result<()> {
     // Settled: what the warm-up freed went back to the system.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let baseline = b.daemon.rss_kib()?;
+    let heap_before = heap_in_use(&b).await?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let churners = start_churn(b.addr(), &stop);
     let end = Instant::now() + Duration::from_secs(20);
@@ -494,9 +533,11 @@ async fn churn_of_200_clients_leaves_nothing_behind() -> Result<()> {
     ensure!(rounds > 400, "only {rounds} churn rounds");
     healthy.disconnect().await?;
     nothing_left(&b, "after the churn").await?;
+    let heap_after = heap_back_to(&b, heap_before).await?;
     let after = rss_back_to(&b, baseline).await?;
     println!(
-        "churn: {rounds} client rounds ({failed} refused or failed), healthy client {queries} queries, 0 errors; daemon RSS {baseline} KiB before, {peak} KiB during, {after} KiB after"
+        "churn: {rounds} client rounds ({failed} refused or failed), healthy client {queries} queries, 0 errors; daemon heap in use {heap_before} bytes before, {heap_after} after; RSS {baseline} KiB before, {peak} KiB during, {after} KiB after ({})",
+        b.daemon.rss_breakdown()
     );
     Ok(())
 }
